@@ -1,0 +1,125 @@
+"""Turning samples into the figures the benchmarks print: medians, ratios against the baseline, Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from _servers import BASELINE, REPO_DIR, Server
+
+DOCS_PATH = REPO_DIR / "docs" / "benchmarks.md"
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def paired_ratio(samples: dict[str, list[float | None]], name: str, baseline: str = BASELINE) -> float | None:
+    """Median over rounds of ``name``'s figure divided by the baseline's figure from the same round.
+
+    Pairing by round cancels the slow drift of a noisy machine, which hits both servers of a
+    round alike; a round where either side has no figure is left out.
+    """
+    if name not in samples or baseline not in samples:
+        return None
+    ratios = [
+        a / b
+        for a, b in zip(samples[name], samples[baseline])
+        if a is not None and b is not None and b != 0
+    ]
+    return median(ratios)
+
+
+def fmt(value: float | None, spec: str = ".0f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rotated(items: Sequence[Server], round_index: int) -> list[Server]:
+    """The round's running order: each server takes its turn at going first."""
+    shift = round_index % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        return "missing"
+    return (out.stdout + out.stderr).strip().splitlines()[0].split(" Copyright")[0]
+
+
+def environment(servers: Sequence[Server]) -> str:
+    """The machine and tool versions, as a Markdown list for the head of a results section."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    facts = [
+        f"date: {now}",
+        f"machine: {os.cpu_count()} cores ({_cpu_model()}), Linux {platform.release()}",
+        f"python: {platform.python_version()}",
+        "servers: " + "; ".join(f"{s.name} `{s.version()}`" for s in servers),
+        "libraries: "
+        + ", ".join(f"{p} {_package_version(p)}" for p in ("uvloop", "httptools", "uvicorn-worker", "fastapi")),
+        f"load tool: {_wrk_version()}",
+    ]
+    return "\n".join(f"- {fact}" for fact in facts)
+
+
+INTRO = """\
+# Benchmarks
+
+asgiscale next to the servers people would otherwise pick, on the same app, the same worker
+count and the same load tool. Servers take turns within **one run** (round-robin, the first
+server changing every round), and each figure is also given as a **ratio to uvicorn `--workers`
+from the same round**: the benchmark machines are small and noisy, so the absolute numbers move
+from run to run while the ratios hold.
+
+Run everything with `python benchmarks/run_all.py` (about 8 minutes on 2 cores); each run
+appends a section below. How each figure is measured is in `benchmarks/README.md`.
+
+Servers, all with access logs off and log level `warning`:
+
+| name | command |
+|---|---|
+| asgiscale | `asgiscale run APP --workers N --host 127.0.0.1 --port P` |
+| uvicorn | `uvicorn APP --workers N --no-access-log` |
+| gunicorn | `gunicorn APP -k uvicorn_worker.UvicornWorker --workers N` |
+| gunicorn-preload | the same with `--preload` (app imported once in the master, workers forked from it) |
+| granian | `granian --interface asgi --workers N APP` |
+"""
+
+
+def append_to_docs(section: str, path: Path = DOCS_PATH) -> None:
+    """Append one run's section to docs/benchmarks.md, writing the introduction first if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = path.read_text() if path.exists() else ""
+    if not existing.startswith("# Benchmarks"):
+        existing = INTRO + ("\n" + existing if existing else "")
+    path.write_text(existing.rstrip("\n") + "\n\n" + section.strip("\n") + "\n")

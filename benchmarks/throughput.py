@@ -1,0 +1,138 @@
+"""Throughput: wrk with keep-alive against every server, in turns, on the bare ASGI app and the FastAPI example.
+
+    python benchmarks/throughput.py [--rounds 3] [--duration 8] [--apps raw,fastapi]
+
+All servers of one app run side by side on their own ports (idle while another is measured) and
+wrk visits them round-robin, so a slow spell of the machine lands on every server alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from _report import fmt, median, paired_ratio, rotated, table
+from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    return WrkResult(float(rps.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
+
+
+def wrk(port: int, duration: float, connections: int, threads: int) -> WrkResult:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s", "--latency",
+            f"http://127.0.0.1:{port}/"]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True)
+    return parse_wrk(out.stdout)
+
+
+@dataclass
+class ThroughputResult:
+    app: str
+    workers: int
+    connections: int
+    duration: float
+    rounds: int
+    samples: dict[str, list[WrkResult]] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        rps: dict[str, list[float | None]] = {n: [s.requests_per_second for s in v] for n, v in self.samples.items()}
+        rows = []
+        for name, samples in self.samples.items():
+            rows.append(
+                [
+                    name,
+                    fmt(median([s.requests_per_second for s in samples])),
+                    fmt(paired_ratio(rps, name), ".2f"),
+                    " / ".join(fmt(s.requests_per_second) for s in samples),
+                    fmt(median([s.p99_ms for s in samples]), ".1f"),
+                    str(sum(s.errors for s in samples)),
+                ]
+            )
+        title = (
+            f"### Throughput, {self.app} app ({self.workers} workers, wrk -c{self.connections}, "
+            f"{self.duration:g} s x {self.rounds} rounds)"
+        )
+        headers = ["server", "req/s (median)", f"ratio vs {BASELINE}", "req/s per round", "p99 ms", "errors"]
+        return title + "\n\n" + table(headers, rows)
+
+
+def run(
+    servers: list[Server],
+    app_name: str,
+    *,
+    workers: int = 2,
+    rounds: int = 3,
+    duration: float = 8.0,
+    connections: int = 64,
+    threads: int = 2,
+    warmup: float = 2.0,
+) -> ThroughputResult:
+    app = get_app(app_name)
+    result = ThroughputResult(app.name, workers, connections, duration, rounds)
+    with ExitStack() as stack:
+        running = {s.name: stack.enter_context(RunningServer(s, app, workers)) for s in servers}
+        for srv in running.values():
+            srv.wait_ready()
+            srv.wait_workers(workers)
+            wrk(srv.port, warmup, connections, threads)
+        for r in range(rounds):
+            for server in rotated(servers, r):
+                sample = wrk(running[server.name].port, duration, connections, threads)
+                print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.requests_per_second:9.0f} req/s")
+                result.samples.setdefault(server.name, []).append(sample)
+    result.samples = {s.name: result.samples[s.name] for s in servers}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
+    parser.add_argument("--apps", default="raw,fastapi")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of wrk per sample")
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    servers = select_servers(args.servers.split(","))
+    for app_name in args.apps.split(","):
+        res = run(
+            servers,
+            app_name,
+            workers=args.workers,
+            rounds=args.rounds,
+            duration=args.duration,
+            connections=args.connections,
+        )
+        print("\n" + res.markdown() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from asgiscale.main import main
+
+main()

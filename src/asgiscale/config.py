@@ -1,0 +1,313 @@
+"""One `Config` for every part of asgiscale, and the sources it is read from.
+
+Precedence, lowest first: defaults < `asgiscale.toml` or `[tool.asgiscale]` in
+`pyproject.toml` < `ASGISCALE_*` environment variables < command line (or the keyword
+arguments of `asgiscale.run`). Every field is declared once here, with its type, default,
+bounds and help; the CLI options and `docs/settings.md` are generated from this table.
+
+    >>> config = Config.from_sources({"app": "main:app", "workers": 4}, env={}, cwd=Path("/srv"))
+    >>> config.workers
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "ASGISCALE_"
+CONFIG_FILE = "asgiscale.toml"
+PYPROJECT = "pyproject.toml"
+
+LIFESPAN_MODES = ("auto", "on", "off")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOOPS = ("auto", "asyncio", "uvloop")
+HTTP_IMPLS = ("auto", "h11", "httptools")
+WS_IMPLS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+
+# Exit codes of `asgiscale run`, shared by the CLI and the supervisor.
+EXIT_USAGE = 2
+EXIT_STARTUP_FAILURE = 3
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line that names it and the fix."""
+
+
+def _field(
+    default: Any,
+    help: str,
+    *,
+    flags: tuple[str, ...] = (),
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    metadata = {
+        "help": help,
+        "flags": flags,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "secret": secret,
+    }
+    if isinstance(default, (list, dict)):  # pragma: no cover - guarded by design
+        raise TypeError("use tuples for sequence defaults")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of `asgiscale run`, validated.
+
+    Build it with `Config.from_sources(...)` to honour files and the environment, or
+    directly (`Config(app="main:app", workers=4)`) for tests and embedding.
+    """
+
+    app: str | None = _field(None, "The ASGI app as 'module:attribute' (for example 'main:app').")
+    host: str = _field("127.0.0.1", "Bind the socket to this host; use 0.0.0.0 to listen on every interface.")
+    port: int = _field(8000, "Bind the socket to this port (0 picks a free one).", minimum=0, maximum=65535)
+    uds: str | None = _field(None, "Bind to this UNIX domain socket path instead of host and port.")
+    fd: int | None = _field(None, "Serve on this inherited, already bound socket file descriptor.", minimum=0)
+    app_dir: str = _field(".", "Look for the app in this directory (added to sys.path).")
+    factory: bool = _field(False, "Treat APP as a factory: a callable that returns the ASGI app.")
+    lifespan: str = _field("auto", "Run the ASGI lifespan protocol in each worker.", choices=LIFESPAN_MODES)
+    log_level: str = _field("info", "Log level.", choices=LOG_LEVELS)
+    access_log: bool = _field(True, "Log every request (the uvicorn access log).")
+    use_colors: bool | None = _field(None, "Colour the log output (default: when the terminal supports it).")
+    proxy_headers: bool = _field(
+        True, "Trust X-Forwarded-Proto/For from the addresses in --forwarded-allow-ips for scheme and client."
+    )
+    forwarded_allow_ips: str | None = _field(
+        None, "Comma-separated addresses or networks trusted for proxy headers ('*' for all; default 127.0.0.1)."
+    )
+    root_path: str = _field("", "ASGI root_path: the path prefix the app is mounted under behind a proxy.")
+    timeout_keep_alive: float = _field(5, "Close keep-alive connections idle for this many seconds.", minimum=0)
+    backlog: int = _field(2048, "Maximum number of connections waiting to be accepted.", minimum=1)
+    limit_concurrency: int | None = _field(
+        None, "Per worker, answer 503 beyond this many concurrent connections and tasks.", minimum=1
+    )
+    limit_max_requests: int | None = _field(
+        None, "Recycle a worker after it has served this many requests (one worker at a time).", minimum=1
+    )
+    max_requests_jitter: int = _field(
+        0,
+        "Add a random 0..N to each worker's --limit-max-requests so workers do not recycle together.",
+        flags=("--max-requests-jitter", "--limit-max-requests-jitter"),
+        minimum=0,
+    )
+    env_file: str | None = _field(None, "Load environment variables from this file before importing the app.")
+    reload: bool = _field(False, "Roll the workers onto the new code whenever a watched file changes.")
+    reload_dirs: tuple[str, ...] = _field(
+        (), "Directories to watch with --reload (default: the current one).", flags=("--reload-dir",)
+    )
+    workers: int = _field(1, "Number of worker processes.", minimum=1, maximum=512)
+    graceful_timeout: float = _field(
+        30,
+        "Seconds a stopping worker gets to finish in-flight requests before it is killed.",
+        flags=("--graceful-timeout", "--timeout-graceful-shutdown"),
+        minimum=0,
+    )
+    shutdown_delay: float = _field(
+        0, "Seconds to keep serving after SIGTERM, before the listener closes (lets load balancers notice).", minimum=0
+    )
+    worker_timeout: float = _field(
+        30, "Replace a worker whose event loop has not run for this many seconds (0 disables).", minimum=0
+    )
+    loop: str = _field("auto", "Event loop implementation.", choices=LOOPS)
+    http: str = _field("auto", "HTTP/1.1 protocol implementation.", choices=HTTP_IMPLS)
+    ws: str = _field("auto", "WebSocket protocol implementation.", choices=WS_IMPLS)
+    server_header: bool = _field(True, "Send a 'server: uvicorn' header.")
+    date_header: bool = _field(True, "Send a 'date' header.")
+    ssl_keyfile: str | None = _field(None, "TLS private key file.")
+    ssl_certfile: str | None = _field(None, "TLS certificate file.")
+    ssl_keyfile_password: str | None = _field(None, "Password of the TLS private key.", secret=True)
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_bounds(field, getattr(self, field.name), f"'{field.name}'")
+        if self.uds is not None and self.fd is not None:
+            raise ConfigError("'uds' and 'fd' are both set; choose one way to listen")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("'ssl_keyfile' is set without 'ssl_certfile'; give both to serve TLS")
+
+    @classmethod
+    def from_sources(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Config:
+        """Merge defaults, the config file in `cwd`, `ASGISCALE_*` variables of `env` and `overrides`."""
+        cwd = Path.cwd() if cwd is None else cwd
+        values: dict[str, Any] = {}
+        file_values, where = read_config_file(cwd)
+        for key, raw in file_values.items():
+            name = key.replace("-", "_")
+            field = _lookup(name, f"unknown key '{key}' in {where}", lambda n: n)
+            values[name] = _coerce(field, raw, f"'{key}' in {where}")
+        for key, raw in (env if env is not None else {}).items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            field = _lookup(name, f"unknown environment variable {key}", lambda n: ENV_PREFIX + n.upper())
+            values[name] = _coerce(field, raw, key)
+        for name, raw in (overrides or {}).items():
+            if raw is None:
+                continue
+            field = _lookup(name, f"unknown setting '{name}'", lambda n: n)
+            values[name] = _coerce(field, raw, f"'{name}'")
+        return cls(**values)
+
+    @property
+    def bind_description(self) -> str:
+        if self.uds is not None:
+            return f"unix:{self.uds}"
+        if self.fd is not None:
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain values, with secrets masked: safe to log."""
+        return {
+            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Config)
+
+
+def field_type(field: dataclasses.Field[Any]) -> tuple[type, bool]:
+    """The base type of a field (str, int, float, bool or tuple) and whether None is allowed."""
+    hint = _HINTS[field.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(base) is tuple:
+        return tuple, optional
+    return base, optional
+
+
+def read_config_file(cwd: Path) -> tuple[dict[str, Any], str]:
+    """The asgiscale table of `asgiscale.toml`, else of `[tool.asgiscale]` in `pyproject.toml`."""
+    dedicated = cwd / CONFIG_FILE
+    if dedicated.is_file():
+        return _read_toml(dedicated), CONFIG_FILE
+    pyproject = cwd / PYPROJECT
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("asgiscale", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[tool.asgiscale] in {PYPROJECT} must be a table of settings")
+        return table, f"{PYPROJECT} [tool.asgiscale]"
+    return {}, ""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}") from None
+
+
+_HINTS = typing.get_type_hints(Config)
+_BY_NAME = {f.name: f for f in dataclasses.fields(Config)}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _lookup(name: str, problem: str, spell: typing.Callable[[str], str]) -> dataclasses.Field[Any]:
+    field = _BY_NAME.get(name)
+    if field is not None:
+        return field
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
+    hint = f"; did you mean {spell(close[0])}?" if close else "; see 'asgiscale run --help' for the valid settings"
+    raise ConfigError(problem + hint)
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+    value = _convert(field, raw, where)
+    _check_bounds(field, value, where)
+    return value
+
+
+def _convert(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+    base, optional = field_type(field)
+    if raw is None and optional:
+        return None
+    if isinstance(raw, str):
+        return _from_text(field, base, optional, raw, where)
+    if base is tuple and isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
+        return tuple(raw)
+    if base is bool and isinstance(raw, bool):
+        return raw
+    if base is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if base is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    raise ConfigError(f"{where} must be {_describe_type(field)}, got {raw!r}")
+
+
+def _from_text(field: dataclasses.Field[Any], base: type, optional: bool, text: str, where: str) -> Any:
+    value = text.strip()
+    if optional and value.lower() in {"", "none"} and base is not str:
+        return None
+    try:
+        if base is bool:
+            if value.lower() in _TRUE:
+                return True
+            if value.lower() in _FALSE:
+                return False
+            raise ValueError
+        if base is int:
+            return int(value)
+        if base is float:
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"{where} must be {_describe_type(field)}, got {text!r}") from None
+    if base is tuple:
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return text
+
+
+def _describe_type(field: dataclasses.Field[Any]) -> str:
+    base, _ = field_type(field)
+    choices = field.metadata["choices"]
+    if choices:
+        return "one of " + ", ".join(choices)
+    return {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        tuple: "a list of strings",
+    }.get(base, "a string")
+
+
+def _check_bounds(field: dataclasses.Field[Any], value: Any, where: str) -> None:
+    if value is None:
+        return
+    meta = field.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}, got {value!r}{hint}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"{where} must be at least {meta['minimum']:g}, got {value!r}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"{where} must be at most {meta['maximum']:g}, got {value!r}")

@@ -1,0 +1,108 @@
+"""The command line (`asgiscale ...`) and its Python twin, `asgiscale.run`.
+
+The options of `asgiscale run` are generated from the `Config` fields, so the CLI,
+`run()` and `Config` cannot drift apart; flag names and meanings follow uvicorn's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from asgiscale import config as config_module
+from asgiscale.config import EXIT_USAGE, Config, ConfigError
+
+
+def run(app: str | None = None, **options: Any) -> None:
+    """Serve `app` ("module:attribute") under the asgiscale supervisor until stopped.
+
+    Keyword options are the `Config` fields (`workers=4`, `port=8080`, ...); they take
+    precedence over `ASGISCALE_*` variables and the config file, like command-line flags.
+    Raises `ConfigError` for a bad setting and `SystemExit` with a non-zero code when the
+    app fails to start.
+
+        >>> import asgiscale
+        >>> asgiscale.run("main:app", workers=4)  # doctest: +SKIP
+    """
+    if app is not None and not isinstance(app, str):
+        raise ConfigError(
+            "asgiscale.run() takes the app as an import string like 'main:app', so that workers can be "
+            "forked from a pre-loaded process and reloaded"
+        )
+    config = Config.from_sources({"app": app, **options}, env=os.environ)
+    code = _serve(config)
+    if code:
+        sys.exit(code)
+
+
+def _serve(config: Config) -> int:
+    if not config.app:
+        raise ConfigError("no app given: pass APP like 'main:app', or set app in asgiscale.toml or [tool.asgiscale]")
+    from asgiscale.runtime.supervisor import Supervisor
+
+    return Supervisor(config).run()
+
+
+def _options() -> list[click.Parameter]:
+    params: list[click.Parameter] = [
+        click.Argument(["app"], required=False, metavar="APP", envvar=None),
+    ]
+    for field in config_module.fields():
+        if field.name == "app":
+            continue
+        base, _ = config_module.field_type(field)
+        flags = list(field.metadata["flags"]) or ["--" + field.name.replace("_", "-")]
+        help_text = field.metadata["help"]
+        if field.default not in (None, ()) and base is not bool:
+            help_text += f"  [default: {field.default}]"
+        if base is bool:
+            negative = "--no-" + flags[0][2:]
+            params.append(click.Option([f"{flags[0]}/{negative}", field.name], default=None, help=help_text))
+        elif base is tuple:
+            params.append(click.Option([*flags, field.name], multiple=True, help=help_text))
+        else:
+            choices = field.metadata["choices"]
+            kind: Any = click.Choice(choices) if choices else base
+            params.append(
+                click.Option([*flags, field.name], type=kind, default=None, help=help_text, show_choices=bool(choices))
+            )
+    return params
+
+
+def _run_command(**values: Any) -> None:
+    given = {name: value for name, value in values.items() if value is not None and value != ()}
+    try:
+        config = Config.from_sources(given, env=os.environ)
+        code = _serve(config)
+    except ConfigError as exc:
+        click.echo(f"asgiscale: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        click.echo(f"asgiscale: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+run_command = click.Command(
+    "run",
+    callback=_run_command,
+    params=_options(),
+    help="Serve APP (module:attribute) on several self-healing workers.",
+    context_settings={"max_content_width": 120},
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="asgiscale", prog_name="asgiscale")
+def cli() -> None:
+    """Run any ASGI app at scale."""
+
+
+cli.add_command(run_command)
+
+
+def main() -> None:
+    cli(prog_name="asgiscale")

@@ -1,0 +1,211 @@
+"""The pre-loaded process: imports the app once, then forks workers on request.
+
+The supervisor never imports the app, so that a reload can load new code: for each
+generation of code it forks one `Preloader`, which imports the app, freezes the heap
+(`gc.freeze()`, so the collector does not touch, and copy, the shared pages) and waits
+for spawn requests. Each worker is forked twice: the intermediate process exits at once,
+so the worker is re-parented to the supervisor (a child subreaper) and the supervisor
+waits on it like on its own child, exit status included.
+
+Protocol on the control socket (one datagram per message):
+  preloader -> supervisor: b"loaded" | b"failed" | b"spawned <slot> <pid>"
+  supervisor -> preloader: b"spawn <slot>"
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import uvicorn
+
+from asgiscale.config import EXIT_STARTUP_FAILURE, Config
+from asgiscale.runtime import worker
+from asgiscale.runtime.middleware import RuntimeMiddleware, WorkerContext
+from asgiscale.runtime.shm import SlotTable
+
+logger = logging.getLogger("asgiscale.error")
+
+SPAWN_TIMEOUT = 10.0
+
+
+class Preloader:
+    """The supervisor's handle on one pre-loaded process (one generation of code)."""
+
+    def __init__(self, generation: int, pid: int, control: socket.socket) -> None:
+        self.generation = generation
+        self.pid = pid
+        self.control = control
+        self.loaded = False
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        generation: int,
+        listeners: list[socket.socket],
+        table: SlotTable,
+        log_config: dict[str, Any],
+        close_fds: list[int],
+    ) -> Preloader:
+        """Fork the pre-loaded process; `close_fds` are the supervisor's own descriptors."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        supervisor_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
+            ours.close()
+            for fd in close_fds:
+                os.close(fd)
+            _main(config, theirs, listeners, table, log_config, supervisor_pid)
+        theirs.close()
+        return cls(generation, pid, ours)
+
+    def read_status(self) -> bool | None:
+        """After the control socket became readable while loading: True loaded, False failed."""
+        try:
+            message = self.control.recv(64)
+        except OSError:
+            message = b""
+        self.loaded = message == b"loaded"
+        return self.loaded
+
+    def spawn(self, slot: int) -> int:
+        """Fork a worker into `slot`; its pid. Raises OSError if the process is gone or stuck."""
+        self.control.settimeout(SPAWN_TIMEOUT)
+        try:
+            self.control.send(f"spawn {slot}".encode())
+            reply = self.control.recv(64).split()
+        finally:
+            self.control.settimeout(None)
+        if len(reply) != 3 or reply[0] != b"spawned":
+            raise ConnectionError(f"pre-loaded process {self.pid} did not fork a worker")
+        return int(reply[2])
+
+    def stop(self) -> None:
+        self.control.close()
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def build_uvicorn_config(config: Config, log_config: dict[str, Any]) -> uvicorn.Config:
+    return uvicorn.Config(
+        app=config.app or "",
+        host=config.host,
+        port=config.port,
+        uds=config.uds,
+        fd=config.fd,
+        loop=config.loop,
+        http=config.http,
+        ws=config.ws,
+        lifespan=config.lifespan,  # type: ignore[arg-type]
+        env_file=config.env_file,
+        log_config=log_config,
+        log_level=config.log_level,
+        access_log=config.access_log,
+        use_colors=config.use_colors,
+        proxy_headers=config.proxy_headers,
+        server_header=config.server_header,
+        date_header=config.date_header,
+        forwarded_allow_ips=config.forwarded_allow_ips,
+        root_path=config.root_path,
+        limit_concurrency=config.limit_concurrency,
+        backlog=config.backlog,
+        timeout_keep_alive=int(config.timeout_keep_alive),
+        timeout_graceful_shutdown=int(config.graceful_timeout),
+        ssl_keyfile=config.ssl_keyfile,
+        ssl_certfile=config.ssl_certfile,
+        ssl_keyfile_password=config.ssl_keyfile_password,
+        factory=config.factory,
+    )
+
+
+def _main(
+    config: Config,
+    control: socket.socket,
+    listeners: list[socket.socket],
+    table: SlotTable,
+    log_config: dict[str, Any],
+    supervisor_pid: int,
+) -> NoReturn:  # pragma: no cover - runs in the child, measured through the process tests
+    code = 0
+    try:
+        os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        context = WorkerContext()
+        try:
+            uv_config = _load(config, context, log_config)
+        except BaseException as exc:
+            if not isinstance(exc, SystemExit):
+                traceback.print_exc()
+            control.send(b"failed")
+            code = EXIT_STARTUP_FAILURE
+            return  # type: ignore[misc]
+        gc.freeze()
+        control.send(b"loaded")
+        while True:
+            message = control.recv(64).split()
+            if not message:
+                return  # type: ignore[misc]
+            slot = int(message[1])
+            pid = _fork_worker(uv_config, context, listeners, table, slot, supervisor_pid, config, control)
+            control.send(f"spawned {slot} {pid}".encode())
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _load(config: Config, context: WorkerContext, log_config: dict[str, Any]) -> uvicorn.Config:
+    app_dir = os.path.abspath(config.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    importlib.invalidate_caches()
+    uv_config = build_uvicorn_config(config, log_config)
+    uv_config.load()
+    uv_config.loaded_app = RuntimeMiddleware(uv_config.loaded_app, context)
+    return uv_config
+
+
+def _fork_worker(
+    uv_config: uvicorn.Config,
+    context: WorkerContext,
+    listeners: list[socket.socket],
+    table: SlotTable,
+    slot: int,
+    supervisor_pid: int,
+    config: Config,
+    control: socket.socket,
+) -> int:  # pragma: no cover - runs in the child, measured through the process tests
+    read_end, write_end = os.pipe()
+    gc.freeze()
+    intermediate = os.fork()
+    if intermediate == 0:
+        os.close(read_end)
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            control.close()
+            worker.serve(uv_config, context, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
+        os.write(write_end, str(pid).encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        data = os.read(read_end, 32)
+    finally:
+        os.close(read_end)
+        os.waitpid(intermediate, 0)
+    return int(data)

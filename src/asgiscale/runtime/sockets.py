@@ -1,0 +1,90 @@
+"""Bind the listening socket once, in the supervisor, with errors a user can act on."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+from asgiscale.config import Config
+
+
+class BindError(OSError):
+    """The listener could not be created; the message names the address and the fix."""
+
+
+def bind(config: Config) -> socket.socket:
+    """The listening socket for `config`: inherited fd, UNIX socket, or host and port."""
+    if config.fd is not None:
+        return _from_fd(config.fd)
+    if config.uds is not None:
+        return _bind_unix(config.uds, config.backlog)
+    return _bind_tcp(config.host, config.port, config.backlog, config.bind_description)
+
+
+def describe(sock: socket.socket, config: Config) -> str:
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and config.fd is None:
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if config.ssl_certfile else 'http'}://{host}:{port}"
+    return config.bind_description
+
+
+def _from_fd(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"cannot serve on file descriptor {fd}: {exc.strerror}; pass an open, bound socket") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise BindError(f"file descriptor {fd} is not a stream socket; pass a bound TCP or UNIX socket")
+    return sock
+
+
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise BindError(f"cannot listen on unix:{path}: the path exists and is not a socket; choose another --uds")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # a stale socket left by a process that is gone
+        else:
+            raise BindError(f"cannot listen on unix:{path}: another server is listening there; stop it first")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on unix:{path}: {exc.strerror}") from None
+    return sock
+
+
+def _bind_tcp(host: str, port: int, backlog: int, where: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {where}: {_advice(exc, host)}") from None
+    return sock
+
+
+def _advice(exc: OSError, host: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use; stop the other server or choose another --port"
+    if exc.errno == errno.EACCES:
+        return "permission denied; ports below 1024 need privileges, choose a --port above 1024"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of its addresses"
+    if isinstance(exc, socket.gaierror):
+        return f"the host {host!r} cannot be resolved; check --host"
+    return exc.strerror or str(exc)

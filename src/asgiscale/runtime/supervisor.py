@@ -1,0 +1,393 @@
+"""The supervisor: the I/O shell around `Fleet`.
+
+It owns the listening socket, the shared slots, the pre-loaded processes and the
+signals. Signal handlers only enqueue (through `signal.set_wakeup_fd`); one loop reads
+signals, control messages and exit statuses, feeds them to the fleet and executes the
+fleet's plan. The process stays single-threaded, so forking from it is safe.
+
+    >>> Supervisor(Config(app="main:app", workers=4)).run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from asgiscale import _logging
+from asgiscale.config import EXIT_STARTUP_FAILURE, Config
+from asgiscale.runtime import sockets
+from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Spawn
+from asgiscale.runtime.preload import Preloader
+from asgiscale.runtime.shm import SlotTable, WorkerState
+
+logger = logging.getLogger("asgiscale.error")
+
+TICK = 0.1
+# A blocked worker gets SIGUSR1 (traceback dump) this long before SIGKILL.
+DUMP_GRACE = 0.2
+PR_SET_CHILD_SUBREAPER = 36
+
+HANDLED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+
+
+class Stage(enum.Enum):
+    RUNNING = "running"
+    DELAYING = "delaying"  # told to stop; still serving for shutdown_delay
+    DRAINING = "draining"  # listener closed; waiting for the workers to finish
+
+
+class Supervisor:
+    """Runs `config.app` on `config.workers` forked workers until told to stop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.fleet = Fleet(
+            target=config.workers,
+            graceful_timeout=config.graceful_timeout,
+            worker_timeout=config.worker_timeout,
+            request_limit=config.limit_max_requests,
+            request_jitter=config.max_requests_jitter,
+        )
+        self.capacity = max(16, 2 * config.workers + 8)
+        self.table = SlotTable(self.capacity)
+        self.preloaders: dict[int, Preloader] = {}
+        self.stage = Stage.RUNNING
+        self.close_at = 0.0
+        self.exit_code = 0
+        self.listeners: list[socket.socket] = []
+        self._generations = 0
+        self._pending_kills: dict[int, float] = {}
+        self._watcher_pid: int | None = None
+        self._wakeup_r = -1
+        self._wakeup_w = -1
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.log_config = _logging.configure(self.config.log_level, self.config.use_colors)
+        _become_subreaper()
+        try:
+            self.listeners = [sockets.bind(self.config)]
+        except sockets.BindError as exc:
+            logger.error("%s", exc)
+            return EXIT_STARTUP_FAILURE
+        self._install_signals()
+        try:
+            address = sockets.describe(self.listeners[0], self.config)
+            logger.info("asgiscale running %s on %s (Press CTRL+C to quit)", self.config.app, address)
+            self._load_generation()
+            if self.config.reload:
+                self._start_watcher()
+            while not self._finished():
+                self._step()
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _step(self) -> None:
+        self._wait(TICK)
+        now = time.monotonic()
+        self._reap(now)
+        self._observe(now)
+        if self.stage is Stage.DELAYING and now >= self.close_at:
+            self._close_listeners()
+        for action in self.fleet.plan(now):
+            self._execute(action, now)
+        self._deliver_kills(now)
+        self._retire_preloaders()
+
+    def _finished(self) -> bool:
+        return self.stage is Stage.DRAINING and not self.fleet.workers and not self.preloaders
+
+    # --- events ----------------------------------------------------------------------
+
+    def _wait(self, timeout: float) -> None:
+        loading = {p.control.fileno(): p for p in self.preloaders.values() if not p.loaded}
+        try:
+            ready, _, _ = select.select([self._wakeup_r, *loading], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            return
+        for fd in ready:
+            if fd == self._wakeup_r:
+                for signum in os.read(self._wakeup_r, 512):
+                    self._handle_signal(signal.Signals(signum))
+            else:
+                self._on_preloader_status(loading[fd])
+
+    def _handle_signal(self, sig: signal.Signals) -> None:
+        handler = getattr(self, f"handle_{sig.name.lower()}", None)
+        if handler is not None:
+            handler()
+
+    def handle_sigterm(self) -> None:
+        if self.stage is Stage.RUNNING:
+            delay = self.config.shutdown_delay
+            logger.info(
+                "Stopping: serving %.3gs more, then draining for up to %.3gs.", delay, self.config.graceful_timeout
+            )
+            self.stage = Stage.DELAYING
+            self.close_at = time.monotonic() + delay
+        elif self.stage is Stage.DELAYING:
+            logger.info("Stopping now: the listener closes.")
+            self.close_at = 0.0
+        else:
+            logger.warning("Forced stop: killing %d worker(s).", len(self.fleet.workers))
+            for pid in self.fleet.workers:
+                self._signal(pid, signal.SIGKILL)
+
+    handle_sigint = handle_sigterm
+
+    def handle_sighup(self) -> None:
+        if self.stage is Stage.RUNNING:
+            logger.info("Reloading: loading the new code, then replacing the workers one at a time.")
+            self._load_generation()
+
+    def handle_sigttin(self) -> None:
+        if self.stage is Stage.RUNNING:
+            self._set_target(self.fleet.target + 1)
+
+    def handle_sigttou(self) -> None:
+        if self.stage is Stage.RUNNING:
+            self._set_target(self.fleet.target - 1)
+
+    def handle_sigchld(self) -> None:
+        pass  # the loop reaps on every tick
+
+    def _set_target(self, target: int) -> None:
+        target = max(1, min(target, (self.capacity - 2) // 2))
+        if target != self.fleet.target:
+            logger.info("Workers: %d -> %d.", self.fleet.target, target)
+            self.fleet.target = target
+
+    def _on_preloader_status(self, preloader: Preloader) -> None:
+        if preloader.read_status():
+            logger.info("Code loaded (generation %d, pre-loaded process [%d]).", preloader.generation, preloader.pid)
+            self.fleet.start_generation(preloader.generation)
+            return
+        self._forget_preloader(preloader)
+        if self.fleet.generation is None:
+            self._fail(f"could not load the app {self.config.app!r} (see the error above)")
+        else:
+            logger.error(
+                "Reload failed: the new code did not load (see the error above); the running code keeps serving."
+            )
+
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            exit_ = _decode(status)
+            self._pending_kills.pop(pid, None)
+            worker = self.fleet.exited(pid, exit_, now)
+            if worker is not None:
+                self._log_exit(worker.pid, worker.phase.value, worker.killed, exit_)
+            elif any(p.pid == pid for p in self.preloaders.values()):
+                preloader = next(p for p in self.preloaders.values() if p.pid == pid)
+                self._on_preloader_exit(preloader, exit_)
+            elif pid == self._watcher_pid:
+                self._watcher_pid = None
+
+    def _on_preloader_exit(self, preloader: Preloader, exit_: Exit) -> None:
+        self._forget_preloader(preloader)
+        if preloader.loaded and preloader.generation == self.fleet.generation and self.stage is Stage.RUNNING:
+            logger.error(
+                "The pre-loaded process [%d] died (%s); loading the code again.", preloader.pid, exit_.describe()
+            )
+            self._load_generation()
+        elif not preloader.loaded and self.fleet.generation is None and self.stage is Stage.RUNNING:
+            self._fail(f"could not load the app {self.config.app!r} ({exit_.describe()})")
+
+    def _observe(self, now: float) -> None:
+        for worker in self.fleet.workers.values():
+            slot = self.table.slot(worker.slot)
+            if slot.pid != worker.pid:
+                continue  # not written yet
+            ready = slot.state in (WorkerState.READY, WorkerState.DRAINING)
+            if ready and worker.ready_at is None:
+                logger.info("Worker [%d] ready (generation %d).", worker.pid, worker.generation)
+            self.fleet.observe(
+                worker.pid, ready=ready, heartbeat=slot.heartbeat_ns / 1e9, requests=slot.requests, now=now
+            )
+
+    # --- actions ---------------------------------------------------------------------
+
+    def _execute(self, action: Action, now: float) -> None:
+        if isinstance(action, Spawn):
+            self._spawn(action, now)
+        elif isinstance(action, Drain):
+            logger.info("Draining worker [%d] (%s).", action.pid, action.reason)
+            self._signal(action.pid, signal.SIGTERM)
+        elif isinstance(action, Kill):
+            logger.error("Killing worker [%d] (%s).", action.pid, _KILL_REASONS.get(action.reason, action.reason))
+            if action.reason == "timeout":
+                self._signal(action.pid, signal.SIGUSR1)
+                self._pending_kills[action.pid] = now + DUMP_GRACE
+            else:
+                self._signal(action.pid, signal.SIGKILL)
+        elif isinstance(action, AbandonGeneration):
+            logger.error("Reload abandoned: %s.", action.message)
+            preloader = self.preloaders.get(action.generation)
+            if preloader is not None:
+                self._forget_preloader(preloader)
+        elif isinstance(action, Fatal):
+            self._fail(action.message + " (see the error above)")
+
+    def _spawn(self, action: Spawn, now: float) -> None:
+        preloader = self.preloaders.get(action.generation)
+        used = {w.slot for w in self.fleet.workers.values()}
+        free = next((i for i in range(self.capacity) if i not in used), None)
+        if preloader is None or not preloader.loaded or free is None:
+            return
+        slot = self.table.slot(free)
+        slot.reset()
+        try:
+            pid = preloader.spawn(free)
+        except OSError as exc:
+            logger.error("Could not fork a worker from [%d]: %s", preloader.pid, exc)
+            return
+        self.fleet.spawned(pid, free, action.generation, now)
+        logger.info("Started worker [%d] (%s).", pid, action.reason)
+
+    def _deliver_kills(self, now: float) -> None:
+        for pid, when in list(self._pending_kills.items()):
+            if now >= when:
+                del self._pending_kills[pid]
+                self._signal(pid, signal.SIGKILL)
+
+    def _retire_preloaders(self) -> None:
+        in_use = self.fleet.generations_in_use
+        for generation, preloader in list(self.preloaders.items()):
+            if preloader.loaded and generation not in in_use:
+                self._forget_preloader(preloader)
+
+    def _forget_preloader(self, preloader: Preloader) -> None:
+        if self.preloaders.get(preloader.generation) is preloader:
+            del self.preloaders[preloader.generation]
+        preloader.stop()
+
+    def _load_generation(self) -> None:
+        self._generations += 1
+        own_fds = [self._wakeup_r, self._wakeup_w, *(p.control.fileno() for p in self.preloaders.values())]
+        preloader = Preloader.start(
+            self.config, self._generations, self.listeners, self.table, self.log_config, own_fds
+        )
+        self.preloaders[preloader.generation] = preloader
+
+    def _close_listeners(self) -> None:
+        logger.info("Closing the listener; draining %d worker(s).", len(self.fleet.workers))
+        self.stage = Stage.DRAINING
+        for sock in self.listeners:
+            sock.close()
+        if self.config.uds is not None:
+            _unlink(self.config.uds)
+        for preloader in list(self.preloaders.values()):
+            self._forget_preloader(preloader)
+        self.fleet.stop()
+
+    def _fail(self, message: str) -> None:
+        logger.error("Stopping: %s.", message)
+        self.exit_code = EXIT_STARTUP_FAILURE
+        for pid in self.fleet.workers:
+            self._signal(pid, signal.SIGKILL)
+        self._close_listeners()
+
+    def _signal(self, pid: int, sig: signal.Signals) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _log_exit(self, pid: int, phase: str, killed: str, exit_: Exit) -> None:
+        if phase == "draining" or self.stage is Stage.DRAINING:
+            logger.info("Worker [%d] stopped (%s).", pid, exit_.describe())
+        else:
+            logger.error(
+                "Worker [%d] died while %s (%s)%s.",
+                pid,
+                phase,
+                exit_.describe(),
+                f" after {_KILL_REASONS.get(killed, killed)}" if killed else "",
+            )
+
+    # --- process plumbing ------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, _enqueue)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+
+    def _start_watcher(self) -> None:
+        from asgiscale.runtime import reloader
+
+        dirs = list(self.config.reload_dirs) or [os.getcwd()]
+        self._watcher_pid = reloader.start(dirs, close_fds=[self._wakeup_r, self._wakeup_w])
+        logger.info("Watching %s for changes.", ", ".join(dirs))
+
+    def _cleanup(self) -> None:
+        if self._watcher_pid is not None:
+            self._signal(self._watcher_pid, signal.SIGTERM)
+        for preloader in list(self.preloaders.values()):
+            self._forget_preloader(preloader)
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in (self._wakeup_r, self._wakeup_w):
+            if fd >= 0:
+                os.close(fd)
+        for sock in self.listeners:
+            sock.close()
+        logger.info("asgiscale stopped.")
+
+
+_KILL_REASONS = {
+    "timeout": "its event loop was blocked longer than --worker-timeout",
+    "graceful-timeout": "it did not finish within --graceful-timeout",
+}
+
+
+def _enqueue(signum: int, frame: Any) -> None:
+    """Python-level no-op: the C handler already wrote `signum` to the wakeup fd."""
+
+
+def _decode(status: int) -> Exit:
+    if os.WIFSIGNALED(status):
+        return Exit(signal=os.WTERMSIG(status))
+    return Exit(code=os.waitstatus_to_exitcode(status))
+
+
+def _become_subreaper() -> None:
+    """Workers are forked by a pre-loaded process; this makes them our children once orphaned."""
+    if not sys.platform.startswith("linux"):
+        raise OSError("asgiscale run needs Linux (it relies on PR_SET_CHILD_SUBREAPER)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,120 @@
+"""A worker: uvicorn's `Server` on the inherited listener, reporting into its slot.
+
+Differences from a plain uvicorn server, each for one lifecycle promise:
+
+* it writes READY into its slot once listening, and an event-loop heartbeat on every
+  tick, so the supervisor tells a blocked loop from a busy one;
+* SIGTERM drains: the listener closes at once (the other workers keep accepting on the
+  shared socket), responses carry `Connection: close`, and idle keep-alive connections
+  are left to their keep-alive timeout instead of being cut while a request may be on the
+  wire; then uvicorn's own graceful shutdown runs with what is left of the budget;
+* SIGINT is ignored (Ctrl-C belongs to the supervisor) and no signal is re-raised after
+  shutdown, so a drained worker exits 0;
+* it stops by itself if the supervisor disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Generator
+from typing import NoReturn
+
+import uvicorn
+
+from asgiscale.config import EXIT_STARTUP_FAILURE
+from asgiscale.runtime.middleware import WorkerContext
+from asgiscale.runtime.shm import Field, Slot, WorkerState
+
+logger = logging.getLogger("asgiscale.error")
+
+# Signals the supervisor or the pre-loaded process handle; a worker starts with defaults.
+_INHERITED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1)
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn's server with a slot, a heartbeat and a drain that drops no request."""
+
+    def __init__(
+        self, config: uvicorn.Config, context: WorkerContext, slot: Slot, supervisor_pid: int, graceful_timeout: float
+    ) -> None:
+        super().__init__(config)
+        self.context = context
+        self.slot = slot
+        self.supervisor_pid = supervisor_pid
+        self.graceful_timeout = graceful_timeout
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        signal.signal(signal.SIGTERM, self.handle_exit)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
+            self.slot.set(Field.STATE, WorkerState.READY)
+
+    async def on_tick(self, counter: int) -> bool:
+        self.slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
+        if os.getppid() != self.supervisor_pid and not self.should_exit:
+            logger.warning("The supervisor is gone; worker [%d] stops.", os.getpid())
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.slot.set(Field.STATE, WorkerState.DRAINING)
+        self.context.draining = True
+        for server in self.servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + min(self.config.timeout_keep_alive + 1, self.graceful_timeout)
+        while self.server_state.connections and not self.force_exit and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.config.timeout_graceful_shutdown = max(0, round(self.graceful_timeout - (loop.time() - started)))
+        await super().shutdown(sockets)
+
+
+def serve(
+    config: uvicorn.Config,
+    context: WorkerContext,
+    sockets: list[socket.socket],
+    slot: Slot,
+    supervisor_pid: int,
+    graceful_timeout: float,
+) -> NoReturn:
+    """The body of a freshly forked worker process; never returns."""
+    code = 0
+    try:
+        for sig in _INHERITED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        # The supervisor sends SIGUSR1 before killing a blocked worker: show where it was stuck.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        slot.set(Field.PID, os.getpid())
+        slot.set(Field.STATE, WorkerState.BOOTING)
+        context.slot = slot
+        server = WorkerServer(config, context, slot, supervisor_pid, graceful_timeout)
+        server.run(sockets=sockets)
+        if not server.started:
+            code = EXIT_STARTUP_FAILURE
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
