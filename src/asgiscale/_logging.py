@@ -10,6 +10,7 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import TRACE_LOG_LEVEL
 
+
 def log_config(level: str, use_colors: bool | None) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     if use_colors is not None:

@@ -163,7 +163,7 @@ class Config:
                 continue
             name = key[len(ENV_PREFIX) :].lower()
             field = _lookup(name, f"unknown environment variable {key}", lambda n: ENV_PREFIX + n.upper())
-            values[name] = _coerce(field, raw, key)
+            values[name] = _coerce(field, raw, key, from_text=True)
         for name, raw in (overrides or {}).items():
             if raw is None:
                 continue
@@ -196,11 +196,11 @@ def fields() -> tuple[dataclasses.Field[Any], ...]:
 def field_type(field: dataclasses.Field[Any]) -> tuple[type, bool]:
     """The base type of a field (str, int, float, bool or tuple) and whether None is allowed."""
     hint = _HINTS[field.name]
+    if typing.get_origin(hint) is tuple:
+        return tuple, False
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if typing.get_origin(base) is tuple:
-        return tuple, optional
     return base, optional
 
 
@@ -241,17 +241,17 @@ def _lookup(name: str, problem: str, spell: typing.Callable[[str], str]) -> data
     raise ConfigError(problem + hint)
 
 
-def _coerce(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
-    value = _convert(field, raw, where)
+def _coerce(field: dataclasses.Field[Any], raw: Any, where: str, *, from_text: bool = False) -> Any:
+    value = _convert(field, raw, where, from_text)
     _check_bounds(field, value, where)
     return value
 
 
-def _convert(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+def _convert(field: dataclasses.Field[Any], raw: Any, where: str, from_text: bool) -> Any:
     base, optional = field_type(field)
     if raw is None and optional:
         return None
-    if isinstance(raw, str):
+    if isinstance(raw, str) and (from_text or base is str):
         return _from_text(field, base, optional, raw, where)
     if base is tuple and isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
         return tuple(raw)

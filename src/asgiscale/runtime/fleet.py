@@ -219,11 +219,11 @@ class Fleet:
                 if not booting:
                     actions.append(Spawn(self.generation, self._replace_reason(outdated[0])))
             else:
-                reason = "start" if not self.workers else "replace"
+                reason = "replace" if self._proven else "start"
                 actions += [Spawn(self.generation, reason)] * missing
         surplus = len(healthy) + len(outdated) - self.target
         if surplus > 0 and not booting:
-            newest_first = sorted(healthy, key=lambda w: w.started_at, reverse=True)
+            newest_first = sorted(healthy, key=lambda w: (w.started_at, w.pid), reverse=True)
             for worker in (outdated + newest_first)[:surplus]:
                 actions.append(self._drain(worker, self._replace_reason(worker), now))
         return actions

@@ -81,7 +81,8 @@ class WorkerServer(uvicorn.Server):
         deadline = started + min(self.config.timeout_keep_alive + 1, self.graceful_timeout)
         while self.server_state.connections and not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        self.config.timeout_graceful_shutdown = max(0, round(self.graceful_timeout - (loop.time() - started)))
+        remaining = max(0.0, self.graceful_timeout - (loop.time() - started))
+        self.config.timeout_graceful_shutdown = remaining  # type: ignore[assignment]  # uvicorn accepts a float
         await super().shutdown(sockets)
 
 

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asgiscale.config import Config, ConfigError
+
+
+def test_defaults_match_uvicorn_habits() -> None:
+    config = Config()
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8000, 1)
+    assert config.graceful_timeout == 30
+    assert config.shutdown_delay == 0
+    assert config.lifespan == "auto"
+
+
+def test_precedence_default_file_env_cli(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.asgiscale]\nworkers = 2\nport = 9000\nhost = "0.0.0.0"\n')
+    env = {"ASGISCALE_PORT": "9100", "ASGISCALE_HOST": "::1", "PATH": "/bin"}
+    config = Config.from_sources({"host": "127.0.0.2"}, env=env, cwd=tmp_path)
+    assert config.workers == 2  # file over default
+    assert config.port == 9100  # env over file
+    assert config.host == "127.0.0.2"  # CLI over env
+    assert config.graceful_timeout == 30  # default
+
+
+def test_dedicated_file_wins_over_pyproject_and_accepts_dashes(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.asgiscale]\nworkers = 2\n")
+    (tmp_path / "asgiscale.toml").write_text('app = "main:app"\ngraceful-timeout = 5\n')
+    config = Config.from_sources({}, env={}, cwd=tmp_path)
+    assert config.app == "main:app"
+    assert config.graceful_timeout == 5.0
+    assert config.workers == 1
+
+
+def test_unknown_file_key_names_it_and_suggests(tmp_path: Path) -> None:
+    (tmp_path / "asgiscale.toml").write_text("workres = 4\n")
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources({}, env={}, cwd=tmp_path)
+    assert str(info.value) == "unknown key 'workres' in asgiscale.toml; did you mean workers?"
+
+
+def test_unknown_env_variable_suggests_the_variable() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown environment variable ASGISCALE_GRACEFUL_TIMOUT; "
+        r"did you mean ASGISCALE_GRACEFUL_TIMEOUT\?",
+    ):
+        Config.from_sources({}, env={"ASGISCALE_GRACEFUL_TIMOUT": "3"}, cwd=Path("/nonexistent"))
+
+
+def test_unknown_keyword_suggests() -> None:
+    with pytest.raises(ConfigError, match=r"unknown setting 'shutdown_dely'; did you mean shutdown_delay\?"):
+        Config.from_sources({"shutdown_dely": 3}, env={}, cwd=Path("/nonexistent"))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ASGISCALE_WORKERS": "four"}, "ASGISCALE_WORKERS must be a whole number, got 'four'"),
+        ({"ASGISCALE_WORKERS": "0"}, "ASGISCALE_WORKERS must be at least 1, got 0"),
+        ({"ASGISCALE_PORT": "70000"}, "ASGISCALE_PORT must be at most 65535, got 70000"),
+        ({"ASGISCALE_ACCESS_LOG": "maybe"}, "ASGISCALE_ACCESS_LOG must be true or false, got 'maybe'"),
+        (
+            {"ASGISCALE_LIFESPAN": "atuo"},
+            "ASGISCALE_LIFESPAN must be one of auto, on, off, got 'atuo'; did you mean 'auto'?",
+        ),
+    ],
+)
+def test_bad_env_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources({}, env=env, cwd=Path("/nonexistent"))
+    assert str(info.value) == message
+
+
+def test_bad_file_value_names_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.asgiscale]\nworkers = "4"\n')
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources({}, env={}, cwd=tmp_path)
+    assert str(info.value) == "'workers' in pyproject.toml [tool.asgiscale] must be a whole number, got '4'"
+
+
+def test_broken_toml_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "asgiscale.toml").write_text("workers = \n")
+    with pytest.raises(ConfigError, match=r"^asgiscale.toml is not valid TOML: "):
+        Config.from_sources({}, env={}, cwd=tmp_path)
+
+
+def test_env_booleans_and_lists() -> None:
+    env = {"ASGISCALE_ACCESS_LOG": "off", "ASGISCALE_RELOAD_DIRS": "src, lib", "ASGISCALE_LIMIT_MAX_REQUESTS": "none"}
+    config = Config.from_sources({}, env=env, cwd=Path("/nonexistent"))
+    assert config.access_log is False
+    assert config.reload_dirs == ("src", "lib")
+    assert config.limit_max_requests is None
+
+
+def test_conflicting_listeners_rejected() -> None:
+    with pytest.raises(ConfigError, match="'uds' and 'fd' are both set"):
+        Config(uds="/tmp/x.sock", fd=3)
+
+
+def test_describe_masks_secrets() -> None:
+    described = Config(ssl_certfile="c.pem", ssl_keyfile="k.pem", ssl_keyfile_password="hunter2").describe()
+    assert described["ssl_keyfile_password"] == "***"
+    assert "hunter2" not in repr(described)
