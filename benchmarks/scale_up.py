@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -60,6 +60,13 @@ class ScaleUpResult:
 
     def _round_medians(self, name: str) -> list[float | None]:
         return [median([s.serving_ms for s in rnd if s.serving_ms is not None]) for rnd in self.samples[name]]
+
+    def speedup(self, name: str) -> float | None:
+        """How many times faster than the baseline ``name`` brings a new worker into service."""
+        if name not in self.samples:
+            return None
+        ratio = paired_ratio({n: self._round_medians(n) for n in self.samples}, name)
+        return 1 / ratio if ratio else None
 
     def markdown(self) -> str:
         per_round = {name: self._round_medians(name) for name in self.samples}
@@ -125,8 +132,9 @@ def run(
                         f"  {app.name} round {r + 1}: {server.name:<17} {workers + i}->{workers + i + 1} workers: "
                         f"spawned {fmt(sample.spawned_ms)} ms, serving {fmt(sample.serving_ms)} ms"
                     )
-                    # Let the newcomer finish whatever it still does at startup before the next signal.
-                    time.sleep(0.3)
+                    # Let the newcomer settle; the random part keeps the signal from landing at the same
+                    # phase of a supervisor's polling loop every time (uvicorn's wakes every 0.5 s).
+                    time.sleep(random.uniform(0.3, 0.8))
                 result.samples.setdefault(server.name, []).append(taken)
     result.samples = {s.name: result.samples[s.name] for s in capable}
     return result

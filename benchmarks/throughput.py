@@ -62,6 +62,9 @@ class ThroughputResult:
     rounds: int
     samples: dict[str, list[WrkResult]] = field(default_factory=dict)
 
+    def ratio(self, name: str) -> float | None:
+        return paired_ratio({n: [s.requests_per_second for s in v] for n, v in self.samples.items()}, name)
+
     def markdown(self) -> str:
         rps: dict[str, list[float | None]] = {n: [s.requests_per_second for s in v] for n, v in self.samples.items()}
         rows = []

@@ -1,0 +1,35 @@
+"""A bare ASGI app with a known behaviour, for the process tests (copied into a temp dir)."""
+
+import asyncio
+import os
+import time
+from urllib.parse import parse_qs
+
+VERSION = "1"
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if os.environ.get("PROBE_FAIL_STARTUP"):
+                    await send({"type": "lifespan.startup.failed", "message": "probe refuses to start"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    path = scope["path"]
+    if path == "/slow":
+        await asyncio.sleep(float(query.get("ms", 100)) / 1000)
+    elif path == "/cpu":
+        deadline = time.perf_counter() + float(query.get("ms", 10)) / 1000
+        while time.perf_counter() < deadline:
+            pass
+    elif path == "/exit":
+        os._exit(int(query.get("code", 1)))
+    body = f"{VERSION} {os.getpid()}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})

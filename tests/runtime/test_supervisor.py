@@ -1,0 +1,272 @@
+"""`asgiscale run` as users run it: real processes, real signals, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.utils import AsgiscaleProcess, Load, copy_probe, set_probe_version
+
+
+@pytest.fixture
+def probe_dir(tmp_path: Path) -> Path:
+    copy_probe(tmp_path)
+    return tmp_path
+
+
+def test_serves_on_forked_workers_of_one_preloaded_process(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "3"], probe_dir) as server:
+        workers = server.wait_workers(3)
+        seen = {int(httpx.get(server.url, headers={"connection": "close"}).text.split()[1]) for _ in range(60)}
+        assert seen <= workers and len(seen) >= 2
+        supervisor = psutil.Process(server.pid)
+        # Workers are the supervisor's own children (re-parented after the double fork) and
+        # were forked from the pre-loaded process, not started from scratch.
+        children = {c.pid for c in supervisor.children()}
+        assert workers <= children
+        (preloaded,) = children - workers
+        # The pre-loaded process leads its own process group, inherited by what it forks.
+        assert {os.getpgid(w) for w in workers} == {preloaded}
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "exit-code"])
+def test_dead_worker_is_replaced(probe_dir: Path, how: str) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        before = server.wait_workers(2)
+        victim = min(before)
+        if how == "SIGKILL":
+            psutil.Process(victim).kill()
+        else:
+            with pytest.raises(httpx.HTTPError):
+                for _ in range(50):  # until the request lands on a worker that exits
+                    httpx.get(server.url + "/exit?code=7", headers={"connection": "close"})
+            victim = next(iter(before - server.ready_workers()))
+        after = server.wait_workers(2, excluding={victim})
+        assert len(after - before) == 1
+        assert "died while ready" in server.log()
+        assert server.stop() == 0
+
+
+def test_blocked_event_loop_is_killed_and_replaced(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2", "--worker-timeout", "1"], probe_dir) as server:
+        before = server.wait_workers(2)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(server.url + "/cpu?ms=20000", timeout=15)
+        server.wait_log(r"Killing worker \[\d+\] \(its event loop was blocked")
+        after = server.wait_workers(2)
+        assert len(before - after) == 1
+        # The dump taken just before the kill shows where the loop was stuck.
+        assert 'File "' in server.log() and "probe.py" in server.log()
+        assert server.stop() == 0
+
+
+def test_import_error_stops_with_the_error_and_no_crash_loop(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import does_not_exist\n")
+    server = AsgiscaleProcess(["broken:app", "--workers", "4"], tmp_path)
+    with server:
+        assert server.wait_exit(30) == 3
+    log = server.log()
+    assert "ModuleNotFoundError: No module named 'does_not_exist'" in log
+    assert "Stopping: could not load the app 'broken:app'" in log
+    assert "Started worker" not in log
+
+
+def test_lifespan_startup_failure_stops_with_exit_3(probe_dir: Path) -> None:
+    server = AsgiscaleProcess(["probe:app", "--workers", "3"], probe_dir, env={"PROBE_FAIL_STARTUP": "1"})
+    with server:
+        assert server.wait_exit(30) == 3
+    log = server.log()
+    assert "probe refuses to start" in log
+    assert "failed to start (exit code 3)" in log
+    assert log.count("Started worker") == 3  # the first batch only: no crash loop
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2", "--graceful-timeout", "10"], probe_dir) as server:
+        server.wait_workers(2)
+        results: list[httpx.Response | Exception] = []
+
+        def slow() -> None:
+            try:
+                results.append(httpx.get(server.url + "/slow?ms=1500", timeout=10))
+            except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+                results.append(exc)
+
+        threads = [threading.Thread(target=slow) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.4)
+        started = time.monotonic()
+        code = server.stop(30)
+        for thread in threads:
+            thread.join()
+        assert code == 0
+        assert [getattr(r, "status_code", r) for r in results] == [200] * 6
+        assert time.monotonic() - started < 10  # exited once drained, not at the timeout
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url, timeout=2)
+
+
+def test_shutdown_delay_keeps_serving_then_closes_the_listener(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2", "--shutdown-delay", "2"], probe_dir) as server:
+        server.wait_workers(2)
+        server.send(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        served_during_delay = 0
+        while time.monotonic() - stopped_at < 1.5:
+            assert server.get(headers={"connection": "close"}).status_code == 200
+            served_during_delay += 1
+        assert served_during_delay > 5
+        assert server.wait_exit(30) == 0
+        assert time.monotonic() - stopped_at >= 2
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url, timeout=2)
+
+
+def test_graceful_timeout_kills_stragglers(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "1", "--graceful-timeout", "1"], probe_dir) as server:
+        server.wait_workers(1)
+        outcome: list[object] = []
+        thread = threading.Thread(target=lambda: outcome.append(_swallow(lambda: server.get("/slow?ms=20000"))))
+        thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert server.stop(30) == 0
+        assert time.monotonic() - started < 10
+        thread.join(15)
+        # The straggler was cut at the deadline: a 500 if its task was cancelled, else a dropped connection.
+        (result,) = outcome
+        assert getattr(result, "status_code", 500) == 500
+
+
+def test_sighup_rolls_onto_new_code_without_failing_a_request(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "3"], probe_dir) as server:
+        old = server.wait_workers(3)
+        with Load(server.url, clients=6) as load:
+            load.wait_requests(200)
+            set_probe_version(probe_dir / "probe.py", "2")
+            server.send(signal.SIGHUP)
+            new = server.wait_workers(3, timeout=30, excluding=old)
+            load.wait_requests(200)
+        assert load.failures == []
+        assert load.bodies["1"] > 0 and load.bodies["2"] > 0
+        assert {server.get(headers={"connection": "close"}).text.split()[0] for _ in range(20)} == {"2"}
+        assert len(new) == 3
+        assert server.stop() == 0
+
+
+def test_reload_with_broken_code_keeps_the_old_code_serving(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        old = server.wait_workers(2)
+        (probe_dir / "probe.py").write_text("raise RuntimeError('half-written file')\n")
+        server.send(signal.SIGHUP)
+        server.wait_log("Reload failed: the new code did not load")
+        assert "RuntimeError: half-written file" in server.log()
+        assert server.ready_workers() == old
+        assert server.get().status_code == 200
+        assert server.stop() == 0
+
+
+def test_file_change_with_reload_flag_rolls_new_code(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2", "--reload"], probe_dir) as server:
+        old = server.wait_workers(2)
+        server.wait_log("Watching")
+        time.sleep(0.5)
+        set_probe_version(probe_dir / "probe.py", "3")
+        server.wait_workers(2, timeout=30, excluding=old)
+        assert server.get().text.split()[0] == "3"
+        assert server.stop() == 0
+
+
+def test_ttin_ttou_change_the_worker_count_never_below_one(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        server.wait_workers(2)
+        with Load(server.url, clients=4) as load:
+            server.send(signal.SIGTTIN)
+            server.wait_workers(3)
+            for _ in range(4):
+                server.send(signal.SIGTTOU)
+                time.sleep(0.3)
+            server.wait_workers(1)
+            load.wait_requests(100)
+        assert load.failures == []
+        time.sleep(0.5)
+        assert len(server.ready_workers()) == 1
+        assert server.stop() == 0
+
+
+def test_max_requests_recycles_one_worker_at_a_time(probe_dir: Path) -> None:
+    args = ["probe:app", "--workers", "3", "--limit-max-requests", "150", "--max-requests-jitter", "30"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        first = server.wait_workers(3)
+        lowest = 3
+        with Load(server.url, clients=4) as load:
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and len(server.ready_workers() - first) < 3 or load.ok < 600:
+                lowest = min(lowest, len(server.ready_workers()))
+                time.sleep(0.02)
+        assert load.failures == []
+        assert lowest >= 3, "capacity dropped: several workers recycled at once"
+        assert server.log().count("(max-requests)") >= 3
+        assert server.stop() == 0
+
+
+def test_port_in_use_is_one_clear_line(probe_dir: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        server = AsgiscaleProcess(["probe:app"], probe_dir)
+        server.args[server.args.index("--port") + 1] = str(port)
+        with server:
+            assert server.wait_exit(20) == 3
+        assert (
+            f"cannot listen on http://127.0.0.1:{port}: the address is already in use; stop the other server "
+            "or choose another --port"
+        ) in server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        holder.close()
+
+
+def test_config_typo_is_rejected_before_anything_starts(probe_dir: Path) -> None:
+    (probe_dir / "asgiscale.toml").write_text('app = "probe:app"\nworkres = 2\n')
+    server = AsgiscaleProcess([], probe_dir)
+    with server:
+        assert server.wait_exit(20) == 2
+    assert server.log().strip() == "asgiscale: error: unknown key 'workres' in asgiscale.toml; did you mean workers?"
+
+
+def test_python_api_runs_the_same_supervisor(probe_dir: Path) -> None:
+    script = probe_dir / "serve.py"
+    server = AsgiscaleProcess([], probe_dir)
+    script.write_text(
+        f"import asgiscale\nasgiscale.run('probe:app', workers=2, host='127.0.0.1', port={server.port})\n"
+    )
+    with server.log_path.open("wb") as log:
+        server.proc = subprocess.Popen(
+            [sys.executable, str(script)], cwd=probe_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    with server:
+        server.wait_workers(2)
+        assert server.get().status_code == 200
+        assert server.stop() == 0
+
+
+def _swallow(call):  # type: ignore[no-untyped-def]
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001
+        return exc
