@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 
 HOST = "127.0.0.1"
+# What a request can fail with short of an HTTP answer: refused, reset or truncated connections,
+# timeouts (an OSError since Python 3.11, listed for 3.10) and garbled responses.
+REQUEST_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
 _PID = re.compile(rb"\d+")
 
 
@@ -89,7 +92,7 @@ class Connection:
         return Response(status, body, keep_alive)
 
     async def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:

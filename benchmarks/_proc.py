@@ -64,3 +64,16 @@ def tree_pss_kib(pid: int) -> tuple[int, int]:
     """Summed PSS over ``pid`` and all its descendants, and how many processes that covered."""
     pids = {pid} | descendants(pid)
     return sum(pss_kib(p) for p in pids), len(pids)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants."""
+    total = 0
+    for p in {pid} | descendants(pid):
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS

@@ -30,7 +30,7 @@ def paired_ratio(samples: dict[str, list[float | None]], name: str, baseline: st
         return None
     ratios = [
         a / b
-        for a, b in zip(samples[name], samples[baseline])
+        for a, b in zip(samples[name], samples[baseline], strict=True)
         if a is not None and b is not None and b != 0
     ]
     return median(ratios)
@@ -123,3 +123,9 @@ def append_to_docs(section: str, path: Path = DOCS_PATH) -> None:
     if not existing.startswith("# Benchmarks"):
         existing = INTRO + ("\n" + existing if existing else "")
     path.write_text(existing.rstrip("\n") + "\n\n" + section.strip("\n") + "\n")
+
+
+def section(title: str, servers: Sequence[Server], tables: Sequence[str], extra_facts: Sequence[str] = ()) -> str:
+    """One run's results: a heading, the environment, then the tables."""
+    facts = environment(servers) + "".join(f"\n- {fact}" for fact in extra_facts)
+    return f"## {title}\n\n{facts}\n\n" + "\n\n".join(tables)

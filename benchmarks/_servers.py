@@ -7,7 +7,6 @@ runs in a process group of its own so that stopping it ends exactly the processe
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from _http import HOST, fetch, sample_pids
+from _http import HOST, REQUEST_ERRORS, fetch, sample_pids
 from _proc import is_alive
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,13 +36,10 @@ class App:
     target: str
 
 
-@functools.cache
 def _hello_app() -> App:
-    example = REPO_DIR / "examples" / "hello.py"
-    if example.exists():
-        return App("fastapi", example.parent, "hello:app")
-    print("note: examples/hello.py not found, using benchmarks/apps/hello_dev.py instead", file=sys.stderr)
-    return App("fastapi", BENCH_DIR / "apps", "hello_dev:app")
+    if not (REPO_DIR / "examples" / "hello.py").exists():
+        raise SystemExit("examples/hello.py is missing: the FastAPI benchmarks serve the repo's example app")
+    return App("fastapi", REPO_DIR, "examples.hello:app")
 
 
 def get_app(name: str) -> App:
@@ -234,7 +230,9 @@ class RunningServer:
             )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def log_tail(self, lines: int = 20) -> str:
@@ -260,7 +258,7 @@ class RunningServer:
             try:
                 if asyncio.run(fetch(self.port, "/", timeout=2.0)).status == 200:
                     return time.perf_counter() - start
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except REQUEST_ERRORS:
                 pass
             time.sleep(0.05)
         raise ServerFailedError(f"{self.server.name} not ready after {timeout:.0f}s; log:\n{self.log_tail()}")

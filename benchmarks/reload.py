@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from _http import Connection, StaleConnectionError
+from _http import REQUEST_ERRORS, Connection, StaleConnectionError
 from _proc import is_alive
 from _report import fmt, median, rotated, table
 from _servers import DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
@@ -59,7 +59,7 @@ async def _client(port: int, path: str, stop: asyncio.Event, stats: LoadStats, r
                 await conn.close()
                 conn = await Connection.open(port, request_timeout)
                 response = await conn.get(path, timeout=request_timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except REQUEST_ERRORS as exc:
             stats.errors[type(exc).__name__] += 1
             if conn is not None:
                 await conn.close()

@@ -14,6 +14,7 @@ import subprocess
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from _proc import tree_cpu_seconds
 from _report import fmt, median, paired_ratio, rotated, table
 from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
 
@@ -61,6 +62,8 @@ class ThroughputResult:
     duration: float
     rounds: int
     samples: dict[str, list[WrkResult]] = field(default_factory=dict)
+    # Highest CPU share (of one core) that the idle servers used while another was measured.
+    bystander_cpu: float = 0.0
 
     def ratio(self, name: str) -> float | None:
         return paired_ratio({n: [s.requests_per_second for s in v] for n, v in self.samples.items()}, name)
@@ -84,7 +87,8 @@ class ThroughputResult:
             f"{self.duration:g} s x {self.rounds} rounds)"
         )
         headers = ["server", "req/s (median)", f"ratio vs {BASELINE}", "req/s per round", "p99 ms", "errors"]
-        return title + "\n\n" + table(headers, rows)
+        note = f"\n\nIdle servers waiting their turn used at most {self.bystander_cpu:.1%} of a core."
+        return title + "\n\n" + table(headers, rows) + note
 
 
 def run(
@@ -108,7 +112,11 @@ def run(
             wrk(srv.port, warmup, connections, threads)
         for r in range(rounds):
             for server in rotated(servers, r):
+                others = [srv.pid for name, srv in running.items() if name != server.name]
+                cpu_before = sum(tree_cpu_seconds(pid) for pid in others)
                 sample = wrk(running[server.name].port, duration, connections, threads)
+                cpu_used = sum(tree_cpu_seconds(pid) for pid in others) - cpu_before
+                result.bystander_cpu = max(result.bystander_cpu, cpu_used / duration)
                 print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.requests_per_second:9.0f} req/s")
                 result.samples.setdefault(server.name, []).append(sample)
     result.samples = {s.name: result.samples[s.name] for s in servers}

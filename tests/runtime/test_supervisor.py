@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.utils import AsgiscaleProcess, Load, copy_probe, set_probe_version
+from tests.utils import AsgiscaleProcess, Load, copy_probe, set_probe_version, wait_for
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_dead_worker_is_replaced(probe_dir: Path, how: str) -> None:
             with pytest.raises(httpx.HTTPError):
                 for _ in range(50):  # until the request lands on a worker that exits
                     httpx.get(server.url + "/exit?code=7", headers={"connection": "close"})
-            victim = next(iter(before - server.ready_workers()))
+            victim = wait_for(lambda: next(iter(before - server.ready_workers()), None), 10, "the worker to exit")
         after = server.wait_workers(2, excluding={victim})
         assert len(after - before) == 1
         assert "died while ready" in server.log()

@@ -103,6 +103,7 @@ def serve(
         signal.set_wakeup_fd(-1)
         # The supervisor sends SIGUSR1 before killing a blocked worker: show where it was stuck.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+        _wait_for_adoption(supervisor_pid)
         slot.set(Field.PID, os.getpid())
         slot.set(Field.STATE, WorkerState.BOOTING)
         context.slot = slot
@@ -119,3 +120,13 @@ def serve(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _wait_for_adoption(supervisor_pid: int, timeout: float = 5.0) -> None:
+    """Wait until the intermediate parent has exited and the supervisor adopted us.
+
+    From then on a parent other than the supervisor means the supervisor is gone.
+    """
+    deadline = time.monotonic() + timeout
+    while os.getppid() != supervisor_pid and time.monotonic() < deadline:
+        time.sleep(0.0005)

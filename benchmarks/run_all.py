@@ -1,0 +1,126 @@
+"""Run every benchmark in one go and append the results to docs/benchmarks.md.
+
+    python benchmarks/run_all.py            # full run, about 8 minutes on 2 cores
+    python benchmarks/run_all.py --quick    # one short round of each, to check the harness
+    python benchmarks/run_all.py --servers uvicorn,granian --no-docs
+
+Servers that are not installed (asgiscale before `pip install -e .`) are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import memory
+import reload
+import scale_up
+import throughput
+from _report import append_to_docs, fmt, section, table
+from _servers import BASELINE, DEFAULT_SERVERS, SERVERS, Server, select_servers
+
+SUBJECT = "asgiscale"
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _verdict(value: float | None, ok: Callable[[float], bool]) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if ok(value) else "**not met**"
+
+
+def targets(
+    tp: dict[str, throughput.ThroughputResult],
+    su: dict[str, scale_up.ScaleUpResult],
+    mem: dict[str, memory.MemoryResult],
+    rl: reload.ReloadResult | None,
+) -> str:
+    """asgiscale's figures against the goals the project set for it."""
+    rows = []
+    for app, res in tp.items():
+        value = res.ratio(SUBJECT)
+        rows.append([f"throughput, {app} app", f"≥ 0.97x {BASELINE}", fmt(value, ".2f", "x"),
+                     _verdict(value, lambda v: v >= 0.97)])  # fmt: skip
+    for app, su_res in su.items():
+        value = su_res.speedup(SUBJECT)
+        rows.append([f"add a worker, {app} app", f"≥ 10x faster than {BASELINE}", fmt(value, ".1f", "x faster"),
+                     _verdict(value, lambda v: v >= 10)])  # fmt: skip
+    for app, mem_res in mem.items():
+        value = mem_res.ratio(SUBJECT)
+        rows.append([f"memory, {mem_res.workers} workers, {app} app", f"≤ 0.6x {BASELINE}", fmt(value, ".2f", "x"),
+                     _verdict(value, lambda v: v <= 0.6)])  # fmt: skip
+    if rl is not None:
+        failed = rl.failed(SUBJECT)
+        rows.append(["failed requests during SIGHUP reload", "0", fmt(failed, "d"),
+                     _verdict(failed, lambda v: v == 0)])  # fmt: skip
+    return "### asgiscale against its targets\n\n" + table(["figure", "target", "asgiscale", "verdict"], rows)
+
+
+def _timed(label: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    print(f"\n== {label}", flush=True)
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join([*DEFAULT_SERVERS, "gunicorn-preload"]))
+    parser.add_argument("--quick", action="store_true", help="one short round of everything (harness check)")
+    parser.add_argument("--no-docs", action="store_true", help="print only, do not touch docs/benchmarks.md")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install -y wrk")
+    servers = select_servers(args.servers.split(","))
+    if SUBJECT not in {s.name for s in servers}:
+        print(f"note: {SUBJECT} is not part of this run; the targets table will say 'not measured'", file=sys.stderr)
+    # --preload changes when the app is imported, not how requests are served: it is compared
+    # where import and memory sharing matter, and left out of the throughput runs.
+    serving: list[Server] = [s for s in servers if s is not SERVERS["gunicorn-preload"]]
+
+    started = time.perf_counter()
+    quick = args.quick
+    tp = {
+        app: _timed(f"throughput, {app} app", throughput.run, serving, app, rounds=1 if quick else 4,
+                    duration=2 if quick else 5)
+        for app in ("raw", "fastapi")
+    }  # fmt: skip
+    su = {
+        app: _timed(f"add a worker, {app} app", scale_up.run, servers, app, rounds=1 if quick else 3,
+                    samples=1 if quick else 2)
+        for app in ("fastapi", "heavy")
+    }  # fmt: skip
+    mem = {
+        app: _timed(f"memory, {app} app", memory.run, servers, app, rounds=1 if quick else 2)
+        for app in ("fastapi", "raw")
+    }
+    rl = _timed("rolling reload under load", reload.run, servers, "fastapi", rounds=1 if quick else 2)
+    elapsed = time.perf_counter() - started
+
+    tables = [
+        targets(tp, su, mem, rl),
+        *(r.markdown() for r in tp.values()),
+        *(r.markdown() for r in su.values()),
+        *(r.markdown() for r in mem.values()),
+        rl.markdown(),
+    ]
+    skipped = [name for name in args.servers.split(",") if name not in {s.name for s in servers}]
+    facts = [f"wall time: {elapsed / 60:.1f} min" + (" (--quick)" if args.quick else "")]
+    if skipped:
+        facts.append("not installed, skipped: " + ", ".join(skipped))
+    text = section(time.strftime("Run of %Y-%m-%d %H:%M", time.gmtime()) + " UTC", servers, tables, facts)
+    print("\n" + text)
+    if not args.no_docs:
+        append_to_docs(text)
+        print("\nappended to docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
