@@ -55,12 +55,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # t
 class AsgiscaleProcess:
     """`python -m asgiscale run ARGS` in `cwd`, logging to a file; stopped by pid."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str] | None = None, log_dir: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), *args]
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
-        self.log_path = cwd / f"asgiscale-{self.port}.log"
+        self.log_path = (log_dir or cwd) / f"asgiscale-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._seen: set[int] = set()
