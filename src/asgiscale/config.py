@@ -311,3 +311,31 @@ def _check_bounds(field: dataclasses.Field[Any], value: Any, where: str) -> None
         raise ConfigError(f"{where} must be at least {meta['minimum']:g}, got {value!r}")
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise ConfigError(f"{where} must be at most {meta['maximum']:g}, got {value!r}")
+
+
+def settings_markdown() -> str:
+    """The settings reference (`docs/settings.md`), rendered from the fields above."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `asgiscale.config.Config`; do not edit by hand "
+        "(`python -c 'import asgiscale.config as c; print(c.settings_markdown(), end=\"\")' > docs/settings.md`).",
+        "",
+        "Every setting can be given, lowest precedence first, as a key in `asgiscale.toml` (or `[tool.asgiscale]` in",
+        "`pyproject.toml`; dashes or underscores), an `ASGISCALE_*` environment variable, a command-line flag, or a",
+        "keyword argument of `asgiscale.run()`. Unknown keys and bad values stop with a one-line error.",
+        "",
+        "| key | flag | environment | type | default | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for field in fields():
+        flags = field.metadata["flags"] or ("--" + field.name.replace("_", "-"),)
+        base, optional = field_type(field)
+        if base is bool and field.name != "app":
+            flags = tuple(f"{flag}/--no-{flag[2:]}" for flag in flags[:1])
+        flag = "APP (argument)" if field.name == "app" else ", ".join(f"`{f}`" for f in flags)
+        kind = _describe_type(field) + (" or none" if optional else "")
+        default = "" if field.default in (None, ()) else f"`{field.default!r}`"
+        env = f"`{ENV_PREFIX}{field.name.upper()}`"
+        lines.append(f"| `{field.name}` | {flag} | {env} | {kind} | {default} | {field.metadata['help']} |")
+    return "\n".join(lines) + "\n"

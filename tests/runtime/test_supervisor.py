@@ -270,3 +270,18 @@ def _swallow(call):  # type: ignore[no-untyped-def]
         return call()
     except Exception as exc:  # noqa: BLE001
         return exc
+
+
+def test_workers_stop_when_the_supervisor_is_killed(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        workers = server.wait_workers(2)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait_exit(10)
+        wait_for(lambda: not any(psutil.pid_exists(w) and _alive(w) for w in workers), 15, "orphaned workers to stop")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
