@@ -31,5 +31,7 @@ async def app(scope, receive, send):
     elif path == "/exit":
         os._exit(int(query.get("code", 1)))
     body = f"{VERSION} {os.getpid()}".encode()
+    if path == "/env":
+        body = os.environ.get(query["name"], "").encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})

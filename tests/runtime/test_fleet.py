@@ -217,3 +217,10 @@ def test_stop_drains_everyone_and_spawns_nothing() -> None:
         h.fleet.exited(pid, Exit(code=0), h.now)
     assert h.step() == []
     assert h.fleet.generations_in_use == set()
+
+
+def test_code_loaded_out_of_order_never_rolls_back() -> None:
+    h = started(1)
+    h.fleet.start_generation(3)
+    h.fleet.start_generation(2)
+    assert h.fleet.generation == 3

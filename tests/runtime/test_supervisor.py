@@ -285,3 +285,26 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_env_file_is_read_by_each_new_generation(probe_dir: Path) -> None:
+    env_file = probe_dir / "app.env"
+    env_file.write_text("PROBE_GREETING=first\n")
+    with AsgiscaleProcess(["probe:app", "--env-file", str(env_file)], probe_dir) as server:
+        old = server.wait_workers(1)
+        assert server.get("/env?name=PROBE_GREETING").text == "first"
+        env_file.write_text("PROBE_GREETING=second\n")
+        server.send(signal.SIGHUP)
+        server.wait_workers(1, excluding=old)
+        assert server.get("/env?name=PROBE_GREETING").text == "second"
+        assert server.stop() == 0
+
+
+def test_unix_socket_listener_is_removed_on_exit(probe_dir: Path) -> None:
+    path = probe_dir / "app.sock"
+    with AsgiscaleProcess(["probe:app", "--uds", str(path), "--workers", "2"], probe_dir) as server:
+        server.wait_workers(2)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(path))) as client:
+            assert client.get("http://probe/").status_code == 200
+        assert server.stop() == 0
+    assert not path.exists()

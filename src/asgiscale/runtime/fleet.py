@@ -138,8 +138,9 @@ class Fleet:
     # --- what happened -------------------------------------------------------------
 
     def start_generation(self, generation: int) -> None:
-        """New code is pre-loaded and ready to fork: roll the fleet onto it."""
-        self.generation = generation
+        """New code is pre-loaded and ready to fork: roll the fleet onto it (never back)."""
+        if self.generation is None or generation > self.generation:
+            self.generation = generation
 
     def spawned(self, pid: int, slot: int, generation: int, now: float) -> Worker:
         limit = None
