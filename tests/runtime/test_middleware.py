@@ -34,8 +34,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def served() -> Iterator[tuple[str, WorkerContext]]:
     table = SlotTable(2)
     context = WorkerContext()
-    context.slot = table.slot(1)
-    context.slot.reset()
+    slot = table.slot(1)
+    slot.reset()
+    context.attach(slot)
     port = free_port()
     config = uvicorn.Config(RuntimeMiddleware(app, context), port=port, log_level="critical", lifespan="off")
     server = uvicorn.Server(config)

@@ -23,8 +23,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class WorkerContext:
     """What the middleware, created before the fork, learns in the worker after it."""
 
-    slot: Slot | None = None
-    draining: bool = False
+    def __init__(self) -> None:
+        self.slot: Slot | None = None
+        self.draining = False
+        self._words: memoryview | None = None
+        self._requests = 0
+        self._in_flight = 0
+
+    def attach(self, slot: Slot) -> None:
+        self.slot = slot
+        self._words = slot.words
+        self._requests = slot.position(Field.REQUESTS)
+        self._in_flight = slot.position(Field.IN_FLIGHT)
 
 
 class RuntimeMiddleware:
@@ -35,19 +45,21 @@ class RuntimeMiddleware:
         self.context = context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slot = self.context.slot
-        if scope["type"] == "lifespan" or slot is None:
+        context = self.context
+        words = context._words
+        if words is None or scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        slot.add(Field.REQUESTS, 1)
-        slot.add(Field.IN_FLIGHT, 1)
+        # Plain index arithmetic: this runs on every request.
+        words[context._requests] += 1
+        words[context._in_flight] += 1
         try:
-            if self.context.draining and scope["type"] == "http":
+            if context.draining and scope["type"] == "http":
                 await self.app(scope, receive, _closing(send))
             else:
                 await self.app(scope, receive, send)
         finally:
-            slot.add(Field.IN_FLIGHT, -1)
+            words[context._in_flight] -= 1
 
 
 def _closing(send: Send) -> Send:

@@ -48,6 +48,14 @@ class Slot:
         self._base = index * SLOT_WORDS
         self.index = index
 
+    @property
+    def words(self) -> memoryview:
+        return self._words
+
+    def position(self, field: Field) -> int:
+        """Absolute index of `field` in `words`, for hot paths that skip the method calls."""
+        return self._base + int(field)
+
     def reset(self) -> None:
         for offset in range(SLOT_WORDS):
             self._words[self._base + offset] = 0

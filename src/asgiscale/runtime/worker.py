@@ -106,7 +106,7 @@ def serve(
         _wait_for_adoption(supervisor_pid)
         slot.set(Field.PID, os.getpid())
         slot.set(Field.STATE, WorkerState.BOOTING)
-        context.slot = slot
+        context.attach(slot)
         server = WorkerServer(config, context, slot, supervisor_pid, graceful_timeout)
         server.run(sockets=sockets)
         if not server.started:
