@@ -66,10 +66,6 @@ class Slot:
     def set(self, field: Field, value: int) -> None:
         self._words[self._base + field] = value
 
-    def add(self, field: Field, delta: int) -> None:
-        position = self._base + field
-        self._words[position] = self._words[position] + delta
-
     @property
     def pid(self) -> int:
         return self.get(Field.PID)
