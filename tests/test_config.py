@@ -104,3 +104,39 @@ def test_describe_masks_secrets() -> None:
     described = Config(ssl_certfile="c.pem", ssl_keyfile="k.pem", ssl_keyfile_password="hunter2").describe()
     assert described["ssl_keyfile_password"] == "***"
     assert "hunter2" not in repr(described)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_rejected(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"ASGISCALE_GRACEFUL_TIMEOUT must be a finite number, got {value}"):
+        Config.from_sources({}, env={"ASGISCALE_GRACEFUL_TIMEOUT": value}, cwd=Path("/nonexistent"))
+
+
+def test_kubernetes_service_links_for_a_service_named_asgiscale_are_ignored() -> None:
+    env = {
+        "ASGISCALE_PORT": "tcp://10.96.0.12:8000",
+        "ASGISCALE_SERVICE_HOST": "10.96.0.12",
+        "ASGISCALE_SERVICE_PORT": "8000",
+        "ASGISCALE_SERVICE_PORT_HTTP": "8000",
+        "ASGISCALE_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+        "ASGISCALE_PORT_8000_TCP_ADDR": "10.96.0.12",
+        "ASGISCALE_WORKERS": "3",
+    }
+    config = Config.from_sources({}, env=env, cwd=Path("/nonexistent"))
+    assert (config.port, config.workers) == (8000, 3)
+
+
+def test_secret_never_shown(tmp_path: Path) -> None:
+    assert "hunter2" not in repr(Config(ssl_keyfile_password="hunter2"))
+    (tmp_path / "asgiscale.toml").write_text("ssl_keyfile_password = 123456\n")
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources({}, env={}, cwd=tmp_path)
+    assert "123456" not in str(info.value)
+
+
+def test_named_paths_must_exist(tmp_path: Path) -> None:
+    Config(app_dir=str(tmp_path)).check_paths()
+    with pytest.raises(ConfigError, match=r"^'reload_dirs' names 'nope', which does not exist"):
+        Config(reload_dirs=("nope",)).check_paths()
+    with pytest.raises(ConfigError, match=r"^'env_file' names '.env.prod', which does not exist"):
+        Config(env_file=".env.prod").check_paths()

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -64,7 +67,7 @@ def _field(
     }
     if isinstance(default, (list, dict)):  # pragma: no cover - guarded by design
         raise TypeError("use tuples for sequence defaults")
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,9 @@ class Config:
     worker_timeout: float = _field(
         30, "Replace a worker whose event loop has not run for this many seconds (0 disables).", minimum=0
     )
+    startup_timeout: float = _field(
+        120, "Kill a worker not ready this many seconds after it was forked (0 disables).", minimum=0
+    )
     loop: str = _field("auto", "Event loop implementation.", choices=LOOPS)
     http: str = _field("auto", "HTTP/1.1 protocol implementation.", choices=HTTP_IMPLS)
     ws: str = _field("auto", "WebSocket protocol implementation.", choices=WS_IMPLS)
@@ -159,7 +165,7 @@ class Config:
             field = _lookup(name, f"unknown key '{key}' in {where}", lambda n: n)
             values[name] = _coerce(field, raw, f"'{key}' in {where}")
         for key, raw in (env if env is not None else {}).items():
-            if not key.startswith(ENV_PREFIX):
+            if not key.startswith(ENV_PREFIX) or _is_service_link(key, raw):
                 continue
             name = key[len(ENV_PREFIX) :].lower()
             field = _lookup(name, f"unknown environment variable {key}", lambda n: ENV_PREFIX + n.upper())
@@ -170,6 +176,18 @@ class Config:
             field = _lookup(name, f"unknown setting '{name}'", lambda n: n)
             values[name] = _coerce(field, raw, f"'{name}'")
         return cls(**values)
+
+    def check_paths(self) -> None:
+        """Files and directories the settings name must exist (checked before anything starts)."""
+        named = [("app_dir", self.app_dir, os.path.isdir), ("env_file", self.env_file, os.path.isfile)]
+        named += [("reload_dirs", d, os.path.isdir) for d in self.reload_dirs]
+        named += [
+            ("ssl_certfile", self.ssl_certfile, os.path.isfile),
+            ("ssl_keyfile", self.ssl_keyfile, os.path.isfile),
+        ]
+        for name, path, exists in named:
+            if path is not None and not exists(path):
+                raise ConfigError(f"'{name}' names {path!r}, which does not exist (relative to {os.getcwd()})")
 
     @property
     def bind_description(self) -> str:
@@ -226,6 +244,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path.name} is not valid TOML: {exc}") from None
 
 
+# Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://… and the like for every
+# Service in the namespace; a Service named "asgiscale" must not break the configuration.
+_SERVICE_LINK = re.compile(r"^ASGISCALE_(SERVICE_(HOST|PORT)(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$")
+
+
+def _is_service_link(key: str, value: str) -> bool:
+    return bool(_SERVICE_LINK.match(key)) or (key == "ASGISCALE_PORT" and "://" in value)
+
+
 _HINTS = typing.get_type_hints(Config)
 _BY_NAME = {f.name: f for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -261,7 +288,8 @@ def _convert(field: dataclasses.Field[Any], raw: Any, where: str, from_text: boo
         return raw
     if base is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return float(raw)
-    raise ConfigError(f"{where} must be {_describe_type(field)}, got {raw!r}")
+    shown = "***" if field.metadata["secret"] else repr(raw)
+    raise ConfigError(f"{where} must be {_describe_type(field)}, got {shown}")
 
 
 def _from_text(field: dataclasses.Field[Any], base: type, optional: bool, text: str, where: str) -> Any:
@@ -302,6 +330,8 @@ def _describe_type(field: dataclasses.Field[Any]) -> str:
 def _check_bounds(field: dataclasses.Field[Any], value: Any, where: str) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     meta = field.metadata
     if meta["choices"] and value not in meta["choices"]:
         close = difflib.get_close_matches(str(value), meta["choices"], n=1)

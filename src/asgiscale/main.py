@@ -41,6 +41,7 @@ def run(app: str | None = None, **options: Any) -> None:
 def _serve(config: Config) -> int:
     if not config.app:
         raise ConfigError("no app given: pass APP like 'main:app', or set app in asgiscale.toml or [tool.asgiscale]")
+    config.check_paths()
     from asgiscale.runtime.supervisor import Supervisor
 
     return Supervisor(config).run()

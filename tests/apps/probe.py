@@ -13,6 +13,8 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if os.environ.get("PROBE_HANG_STARTUP"):
+                    await asyncio.sleep(3600)
                 if os.environ.get("PROBE_FAIL_STARTUP"):
                     await send({"type": "lifespan.startup.failed", "message": "probe refuses to start"})
                     return

@@ -224,3 +224,30 @@ def test_code_loaded_out_of_order_never_rolls_back() -> None:
     h.fleet.start_generation(3)
     h.fleet.start_generation(2)
     assert h.fleet.generation == 3
+
+
+def test_worker_stuck_in_startup_is_killed_and_counts_as_a_failed_start() -> None:
+    fleet = Fleet(target=1, graceful_timeout=30, worker_timeout=5, startup_timeout=10)
+    fleet.start_generation(1)
+    h = Harness(fleet)
+    h.step()
+    (pid,) = fleet.workers
+    h.now += 9.8
+    assert fleet.plan(h.now) == []
+    h.now += 0.3
+    assert fleet.plan(h.now) == [Kill(pid, "startup-timeout")]
+    fleet.exited(pid, Exit(signal=9), h.now)
+    assert h.step() == [Fatal(f"worker {pid} failed to start (killed by signal 9)")]
+
+
+def test_the_newest_proven_code_stays_available_for_a_fallback() -> None:
+    h = started(1)
+    h.fleet.start_generation(2)
+    for _ in range(5):
+        h.step()
+        h.ready_all()
+        for w in [w for w in h.fleet.workers.values() if w.phase is Phase.DRAINING]:
+            h.fleet.exited(w.pid, Exit(code=0), h.now)
+    assert h.fleet.generations_in_use == {2}
+    h.fleet.start_generation(3)
+    assert h.fleet.generations_in_use == {2, 3}

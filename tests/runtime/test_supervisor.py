@@ -213,7 +213,7 @@ def test_max_requests_recycles_one_worker_at_a_time(probe_dir: Path) -> None:
         lowest = 3
         with Load(server.url, clients=4) as load:
             deadline = time.monotonic() + 40
-            while time.monotonic() < deadline and len(server.ready_workers() - first) < 3 or load.ok < 600:
+            while time.monotonic() < deadline and (len(server.ready_workers() - first) < 3 or load.ok < 600):
                 lowest = min(lowest, len(server.ready_workers()))
                 time.sleep(0.02)
         assert load.failures == []
@@ -308,3 +308,44 @@ def test_unix_socket_listener_is_removed_on_exit(probe_dir: Path) -> None:
             assert client.get("http://probe/").status_code == 200
         assert server.stop() == 0
     assert not path.exists()
+
+
+def test_worker_stuck_in_startup_stops_the_first_start(probe_dir: Path) -> None:
+    args = ["probe:app", "--workers", "2", "--startup-timeout", "1"]
+    with AsgiscaleProcess(args, probe_dir, env={"PROBE_HANG_STARTUP": "1"}) as server:
+        assert server.wait_exit(30) == 3
+    assert "it was not ready within --startup-timeout" in server.log()
+
+
+def test_listener_refuses_connections_once_closed_even_with_reload(probe_dir: Path) -> None:
+    args = ["probe:app", "--reload", "--shutdown-delay", "0", "--graceful-timeout", "10"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        server.wait_log("Watching")
+        holder = threading.Thread(target=lambda: _swallow(lambda: server.get("/slow?ms=3000")))
+        holder.start()
+        time.sleep(0.3)
+        server.send(signal.SIGTERM)
+        server.wait_log("Closing the listener")
+        time.sleep(0.3)
+        # Still draining the slow request, yet new connections are refused, not left hanging.
+        assert server.proc is not None and server.proc.poll() is None
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url, timeout=2)
+        holder.join(15)
+        assert server.wait_exit(30) == 0
+
+
+def test_lost_preloaded_process_is_replaced_and_workers_still_heal(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        workers = server.wait_workers(2)
+        (preloaded,) = {c.pid for c in psutil.Process(server.pid).children()} - workers
+        os.kill(preloaded, signal.SIGKILL)
+        server.wait_log(r"The pre-loaded process \[\d+\] died")
+        server.wait_log("Code loaded \\(generation 2")
+        # The new pre-loaded process rolls the workers onto the code on disk, then heals them as before.
+        fresh = server.wait_workers(2, timeout=30, excluding=workers)
+        psutil.Process(min(fresh)).kill()
+        server.wait_workers(2, excluding={min(fresh)})
+        assert server.get().status_code == 200
+        assert server.stop() == 0

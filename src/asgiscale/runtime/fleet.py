@@ -7,7 +7,8 @@ passed in, so every rule here is tested with a fake clock.
 
 Rules, in the order `plan` applies them:
 
-* a ready worker whose event loop has not beaten for `worker_timeout` is killed;
+* a ready worker whose event loop has not beaten for `worker_timeout` is killed, and so
+  is a worker still not ready `startup_timeout` after it was forked;
 * a draining worker still alive `graceful_timeout` (+ a margin) after it was asked to
   stop is killed;
 * a worker that dies unexpectedly is replaced; consecutive early deaths back off
@@ -116,6 +117,7 @@ class Fleet:
         target: int,
         graceful_timeout: float,
         worker_timeout: float,
+        startup_timeout: float = 0,
         request_limit: int | None = None,
         request_jitter: int = 0,
         rng: random.Random | None = None,
@@ -123,6 +125,7 @@ class Fleet:
         self.target = target
         self.graceful_timeout = graceful_timeout
         self.worker_timeout = worker_timeout
+        self.startup_timeout = startup_timeout
         self.request_limit = request_limit
         self.request_jitter = request_jitter
         self.rng = rng or random.Random()
@@ -196,9 +199,12 @@ class Fleet:
 
     @property
     def generations_in_use(self) -> set[int]:
+        """Generations whose pre-loaded process must live: workers' own, the current one, the fallback."""
         used = {w.generation for w in self.workers.values()}
         if self.generation is not None and not self.stopping:
             used.add(self.generation)
+            if self._proven:
+                used.add(max(self._proven))  # what a failed reload falls back to
         return used
 
     def plan(self, now: float) -> list[Action]:
@@ -243,13 +249,21 @@ class Fleet:
                 and now - worker.heartbeat > self.worker_timeout
             ):
                 worker.killed = "timeout"
+            elif worker.phase is Phase.BOOTING and 0 < self.startup_timeout < now - worker.started_at:
+                worker.killed = "startup-timeout"
             else:
                 continue
             actions.append(Kill(worker.pid, worker.killed))
         return actions
 
     def _active(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.phase is not Phase.DRAINING and not w.killed]
+        # A hung ready worker is replaced while it is being killed; one killed while booting is
+        # replaced only once its exit says whether the code can start at all.
+        return [
+            w
+            for w in self.workers.values()
+            if w.phase is not Phase.DRAINING and not (w.killed and w.phase is Phase.READY)
+        ]
 
     def _outdated(self, worker: Worker) -> bool:
         if worker.phase is Phase.BOOTING:

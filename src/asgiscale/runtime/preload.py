@@ -44,6 +44,7 @@ class Preloader:
         self.pid = pid
         self.control = control
         self.loaded = False
+        self.reaped = False  # its pid may belong to someone else now: never signal it again
 
     @classmethod
     def start(
@@ -77,19 +78,27 @@ class Preloader:
         return self.loaded
 
     def spawn(self, slot: int) -> int:
-        """Fork a worker into `slot`; its pid. Raises OSError if the process is gone or stuck."""
+        """Fork a worker into `slot`; its pid.
+
+        Raises TimeoutError if the process is stuck (the caller must replace it: a late answer
+        would be read as the answer to the next request), another OSError if the fork failed.
+        """
         self.control.settimeout(SPAWN_TIMEOUT)
         try:
             self.control.send(f"spawn {slot}".encode())
-            reply = self.control.recv(64).split()
+            reply = self.control.recv(256).decode(errors="replace").split(maxsplit=2)
         finally:
             self.control.settimeout(None)
-        if len(reply) != 3 or reply[0] != b"spawned":
-            raise ConnectionError(f"pre-loaded process {self.pid} did not fork a worker")
-        return int(reply[2])
+        if len(reply) == 3 and reply[0] == "spawned" and reply[1] == str(slot):
+            return int(reply[2])
+        if reply and reply[0] == "failed":
+            raise OSError(reply[-1])
+        raise ConnectionError(f"pre-loaded process {self.pid} stopped answering")
 
     def stop(self) -> None:
         self.control.close()
+        if self.reaped:
+            return
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -119,7 +128,7 @@ def build_uvicorn_config(config: Config, log_config: dict[str, Any]) -> uvicorn.
         root_path=config.root_path,
         limit_concurrency=config.limit_concurrency,
         backlog=config.backlog,
-        timeout_keep_alive=int(config.timeout_keep_alive),
+        timeout_keep_alive=config.timeout_keep_alive,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=int(config.graceful_timeout),
         ssl_keyfile=config.ssl_keyfile,
         ssl_certfile=config.ssl_certfile,
@@ -159,7 +168,11 @@ def _main(
             if not message:
                 return  # type: ignore[misc]
             slot = int(message[1])
-            pid = _fork_worker(uv_config, context, listeners, table, slot, supervisor_pid, config, control)
+            try:
+                pid = _fork_worker(uv_config, context, listeners, table, slot, supervisor_pid, config, control)
+            except (OSError, ValueError) as exc:  # e.g. EAGAIN: too many processes; the supervisor retries
+                control.send(f"failed {slot} {exc}".encode()[:256])
+                continue
             control.send(f"spawned {slot} {pid}".encode())
     except BaseException:
         traceback.print_exc()
@@ -194,14 +207,16 @@ def _fork_worker(
     gc.freeze()
     intermediate = os.fork()
     if intermediate == 0:
-        os.close(read_end)
-        pid = os.fork()
-        if pid == 0:
-            os.close(write_end)
-            control.close()
-            worker.serve(uv_config, context, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
-        os.write(write_end, str(pid).encode())
-        os._exit(0)
+        try:  # nothing may escape into the pre-loaded process's own code from here
+            os.close(read_end)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                control.close()
+                worker.serve(uv_config, context, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
+            os.write(write_end, str(pid).encode())
+        finally:
+            os._exit(0)  # an empty pipe tells the pre-loaded process that the fork failed
     os.close(write_end)
     try:
         data = os.read(read_end, 32)

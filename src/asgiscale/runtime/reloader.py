@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 logger = logging.getLogger("asgiscale.error")
@@ -34,6 +35,7 @@ def start(dirs: list[str], close_fds: list[int]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _watch(dirs, supervisor)
     except BaseException:  # pragma: no cover
+        traceback.print_exc()
         code = 1
     finally:  # pragma: no cover
         sys.stderr.flush()

@@ -10,7 +10,7 @@ import stat
 from asgiscale.config import Config
 
 
-class BindError(OSError):
+class BindError(Exception):
     """The listener could not be created; the message names the address and the fix."""
 
 
@@ -42,19 +42,11 @@ def _from_fd(fd: int) -> socket.socket:
 
 
 def _bind_unix(path: str, backlog: int) -> socket.socket:
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise BindError(f"cannot listen on unix:{path}: the path exists and is not a socket; choose another --uds")
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # a stale socket left by a process that is gone
-        else:
-            raise BindError(f"cannot listen on unix:{path}: another server is listening there; stop it first")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _remove_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(f"cannot listen on unix:{path}: {exc.strerror}") from None
     try:
         sock.bind(path)
         os.chmod(path, 0o666)
@@ -65,9 +57,35 @@ def _bind_unix(path: str, backlog: int) -> socket.socket:
     return sock
 
 
+def _remove_stale(path: str) -> None:
+    """Remove a socket file nobody listens on any more; refuse to touch anything else."""
+    if not os.path.exists(path):
+        return
+    if not stat.S_ISSOCK(os.stat(path).st_mode):
+        raise BindError(f"cannot listen on unix:{path}: the path exists and is not a socket; choose another --uds")
+    probe = socket.socket(socket.AF_UNIX)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # left behind by a process that is gone
+        return
+    except OSError as exc:
+        raise BindError(
+            f"cannot listen on unix:{path}: the socket exists and cannot be probed ({exc.strerror}); "
+            "remove it if no server uses it"
+        ) from None
+    finally:
+        probe.close()
+    raise BindError(f"cannot listen on unix:{path}: another server is listening there; stop it first")
+
+
 def _bind_tcp(host: str, port: int, backlog: int, where: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(f"cannot listen on {where}: {_advice(exc, host)}") from None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

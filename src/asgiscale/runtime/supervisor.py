@@ -34,6 +34,8 @@ TICK = 0.1
 # A blocked worker gets SIGUSR1 (traceback dump) this long before SIGKILL.
 DUMP_GRACE = 0.2
 PR_SET_CHILD_SUBREAPER = 36
+# Consecutive failures to load the running code again (its process died) before giving up.
+MAX_LOAD_FAILURES = 5
 
 HANDLED_SIGNALS = (
     signal.SIGINT,
@@ -60,10 +62,12 @@ class Supervisor:
             target=config.workers,
             graceful_timeout=config.graceful_timeout,
             worker_timeout=config.worker_timeout,
+            startup_timeout=config.startup_timeout,
             request_limit=config.limit_max_requests,
             request_jitter=config.max_requests_jitter,
         )
-        self.capacity = max(16, 2 * config.workers + 8)
+        # Room for the target, one replacement, and workers still draining after quick reloads.
+        self.capacity = max(32, 4 * config.workers + 8)
         self.table = SlotTable(self.capacity)
         self.preloaders: dict[int, Preloader] = {}
         self.stage = Stage.RUNNING
@@ -73,6 +77,10 @@ class Supervisor:
         self._generations = 0
         self._pending_kills: dict[int, float] = {}
         self._watcher_pid: int | None = None
+        self._reload_pending = False
+        self._load_failures = 0
+        self._load_retry_at = 0.0
+        self._spawn_retry_at = 0.0
         self._wakeup_r = -1
         self._wakeup_w = -1
 
@@ -93,6 +101,8 @@ class Supervisor:
             self._load_generation()
             if self.config.reload:
                 self._start_watcher()
+            elif self.config.reload_dirs:
+                logger.warning("--reload-dir is ignored without --reload.")
             while not self._finished():
                 self._step()
         finally:
@@ -106,6 +116,7 @@ class Supervisor:
         self._observe(now)
         if self.stage is Stage.DELAYING and now >= self.close_at:
             self._close_listeners()
+        self._ensure_preloader(now)
         for action in self.fleet.plan(now):
             self._execute(action, now)
         self._deliver_kills(now)
@@ -153,9 +164,13 @@ class Supervisor:
     handle_sigint = handle_sigterm
 
     def handle_sighup(self) -> None:
-        if self.stage is Stage.RUNNING:
-            logger.info("Reloading: loading the new code, then replacing the workers one at a time.")
-            self._load_generation()
+        if self.stage is not Stage.RUNNING:
+            return
+        if self._loading():
+            self._reload_pending = True  # coalesce: load once more when the current load ends
+            return
+        logger.info("Reloading: loading the new code, then replacing the workers one at a time.")
+        self._load_generation()
 
     def handle_sigttin(self) -> None:
         if self.stage is Stage.RUNNING:
@@ -169,7 +184,10 @@ class Supervisor:
         pass  # the loop reaps on every tick
 
     def _set_target(self, target: int) -> None:
-        target = max(1, min(target, (self.capacity - 2) // 2))
+        limit = (self.capacity - 8) // 4
+        if target > limit:
+            logger.warning("Workers: staying at %d, the most this supervisor was sized for.", limit)
+        target = max(1, min(target, limit))
         if target != self.fleet.target:
             logger.info("Workers: %d -> %d.", self.fleet.target, target)
             self.fleet.target = target
@@ -177,15 +195,46 @@ class Supervisor:
     def _on_preloader_status(self, preloader: Preloader) -> None:
         if preloader.read_status():
             logger.info("Code loaded (generation %d, pre-loaded process [%d]).", preloader.generation, preloader.pid)
+            self._load_failures = 0
             self.fleet.start_generation(preloader.generation)
-            return
-        self._forget_preloader(preloader)
-        if self.fleet.generation is None:
-            self._fail(f"could not load the app {self.config.app!r} (see the error above)")
         else:
-            logger.error(
-                "Reload failed: the new code did not load (see the error above); the running code keeps serving."
-            )
+            self._forget_preloader(preloader)
+            self._on_load_failure("the new code did not load (see the error above)")
+        if self._reload_pending and not self._loading() and self.stage is Stage.RUNNING:
+            self._reload_pending = False
+            self.handle_sighup()
+
+    def _on_load_failure(self, reason: str) -> None:
+        if self._loading():
+            return  # a newer load is under way; it decides
+        if self.fleet.generation is None:
+            self._fail(f"could not load the app {self.config.app!r}: {reason}")
+        elif self._generation_alive(self.fleet.generation):
+            logger.error("Reload failed: %s; the running code keeps serving.", reason)
+        else:
+            self._load_failures += 1
+            logger.error("Loading the code again failed (%d in a row): %s.", self._load_failures, reason)
+
+    def _ensure_preloader(self, now: float) -> None:
+        """The running generation must be able to fork; if its process is gone, load the code again."""
+        generation = self.fleet.generation
+        if self.stage is not Stage.RUNNING or generation is None or self._loading():
+            return
+        if self._generation_alive(generation) or now < self._load_retry_at:
+            return
+        if self._load_failures >= MAX_LOAD_FAILURES:
+            self._fail(f"the code could not be loaded again after {self._load_failures} attempts")
+            return
+        logger.error("No pre-loaded process for the running code; loading the code again.")
+        self._load_retry_at = now + min(2.0**self._load_failures, 30.0)
+        self._load_generation()
+
+    def _loading(self) -> bool:
+        return any(not p.loaded for p in self.preloaders.values())
+
+    def _generation_alive(self, generation: int) -> bool:
+        preloader = self.preloaders.get(generation)
+        return preloader is not None and preloader.loaded
 
     def _reap(self, now: float) -> None:
         while True:
@@ -205,16 +254,20 @@ class Supervisor:
                 self._on_preloader_exit(preloader, exit_)
             elif pid == self._watcher_pid:
                 self._watcher_pid = None
+                if self.stage is Stage.RUNNING:
+                    logger.error(
+                        "The --reload watcher stopped (%s); file changes are no longer watched.", exit_.describe()
+                    )
 
     def _on_preloader_exit(self, preloader: Preloader, exit_: Exit) -> None:
+        preloader.reaped = True
         self._forget_preloader(preloader)
-        if preloader.loaded and preloader.generation == self.fleet.generation and self.stage is Stage.RUNNING:
-            logger.error(
-                "The pre-loaded process [%d] died (%s); loading the code again.", preloader.pid, exit_.describe()
-            )
-            self._load_generation()
-        elif not preloader.loaded and self.fleet.generation is None and self.stage is Stage.RUNNING:
-            self._fail(f"could not load the app {self.config.app!r} ({exit_.describe()})")
+        if self.stage is not Stage.RUNNING:
+            return
+        if preloader.loaded:
+            logger.error("The pre-loaded process [%d] died (%s).", preloader.pid, exit_.describe())
+        else:
+            self._on_load_failure(f"the loading process {exit_.describe()}")
 
     def _observe(self, now: float) -> None:
         for worker in self.fleet.workers.values():
@@ -253,16 +306,25 @@ class Supervisor:
 
     def _spawn(self, action: Spawn, now: float) -> None:
         preloader = self.preloaders.get(action.generation)
+        if preloader is None or not preloader.loaded or now < self._spawn_retry_at:
+            return  # _ensure_preloader loads the code again if its process is gone
         used = {w.slot for w in self.fleet.workers.values()}
         free = next((i for i in range(self.capacity) if i not in used), None)
-        if preloader is None or not preloader.loaded or free is None:
+        if free is None:
+            logger.warning("No free worker slot (%d workers still draining); waiting.", len(used))
+            self._spawn_retry_at = now + 1.0
             return
         slot = self.table.slot(free)
         slot.reset()
         try:
             pid = preloader.spawn(free)
+        except TimeoutError:
+            logger.error("The pre-loaded process [%d] did not answer; replacing it.", preloader.pid)
+            self._forget_preloader(preloader)
+            return
         except OSError as exc:
-            logger.error("Could not fork a worker from [%d]: %s", preloader.pid, exc)
+            logger.error("Could not fork a worker from [%d]: %s; retrying in 1s.", preloader.pid, exc)
+            self._spawn_retry_at = now + 1.0
             return
         self.fleet.spawned(pid, free, action.generation, now)
         logger.info("Started worker [%d] (%s).", pid, action.reason)
@@ -286,11 +348,18 @@ class Supervisor:
 
     def _load_generation(self) -> None:
         self._generations += 1
-        own_fds = [self._wakeup_r, self._wakeup_w, *(p.control.fileno() for p in self.preloaders.values())]
-        preloader = Preloader.start(
-            self.config, self._generations, self.listeners, self.table, self.log_config, own_fds
-        )
+        try:
+            preloader = Preloader.start(
+                self.config, self._generations, self.listeners, self.table, self.log_config, self._own_fds()
+            )
+        except OSError as exc:
+            self._on_load_failure(f"could not start a process to load it ({exc})")
+            return
         self.preloaders[preloader.generation] = preloader
+
+    def _own_fds(self) -> list[int]:
+        """Descriptors a forked helper must not keep: our wakeup pipe and the control sockets."""
+        return [self._wakeup_r, self._wakeup_w, *(p.control.fileno() for p in self.preloaders.values())]
 
     def _close_listeners(self) -> None:
         logger.info("Closing the listener; draining %d worker(s).", len(self.fleet.workers))
@@ -342,7 +411,13 @@ class Supervisor:
         from asgiscale.runtime import reloader
 
         dirs = list(self.config.reload_dirs) or [os.getcwd()]
-        self._watcher_pid = reloader.start(dirs, close_fds=[self._wakeup_r, self._wakeup_w])
+        # The watcher must not hold the listener open once the supervisor closes it.
+        close = self._own_fds() + [sock.fileno() for sock in self.listeners]
+        try:
+            self._watcher_pid = reloader.start(dirs, close_fds=close)
+        except OSError as exc:
+            logger.error("Could not start the --reload watcher: %s; file changes are not watched.", exc)
+            return
         logger.info("Watching %s for changes.", ", ".join(dirs))
 
     def _cleanup(self) -> None:
@@ -363,6 +438,7 @@ class Supervisor:
 
 _KILL_REASONS = {
     "timeout": "its event loop was blocked longer than --worker-timeout",
+    "startup-timeout": "it was not ready within --startup-timeout",
     "graceful-timeout": "it did not finish within --graceful-timeout",
 }
 
