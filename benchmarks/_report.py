@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import statistics
@@ -20,20 +19,29 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def paired_ratio(samples: dict[str, list[float | None]], name: str, baseline: str = BASELINE) -> float | None:
-    """Median over rounds of ``name``'s figure divided by the baseline's figure from the same round.
+def paired_ratios(samples: dict[str, list[float | None]], name: str, baseline: str = BASELINE) -> list[float]:
+    """``name``'s figure divided by the baseline's figure from the same round, for every round.
 
     Pairing by round cancels the slow drift of a noisy machine, which hits both servers of a
     round alike; a round where either side has no figure is left out.
     """
     if name not in samples or baseline not in samples:
-        return None
-    ratios = [
-        a / b
-        for a, b in zip(samples[name], samples[baseline], strict=True)
-        if a is not None and b is not None and b != 0
-    ]
-    return median(ratios)
+        return []
+    pairs = zip(samples[name], samples[baseline], strict=True)
+    return [a / b for a, b in pairs if a is not None and b is not None and b != 0]
+
+
+def paired_ratio(samples: dict[str, list[float | None]], name: str, baseline: str = BASELINE) -> float | None:
+    """The median of :func:`paired_ratios`."""
+    return median(paired_ratios(samples, name, baseline))
+
+
+def spread(values: Sequence[float]) -> str:
+    """The interquartile range as "low–high", or "n/a" with fewer than two values."""
+    if len(values) < 2:
+        return "n/a"
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{low:.2f}–{high:.2f}"
 
 
 def fmt(value: float | None, spec: str = ".0f", suffix: str = "") -> str:
@@ -79,12 +87,10 @@ def _wrk_version() -> str:
 
 def environment(servers: Sequence[Server]) -> str:
     """The machine and tool versions, as a Markdown list for the head of a results section."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts = [
-        f"date: {now}",
         f"machine: {os.cpu_count()} cores ({_cpu_model()}), Linux {platform.release()}",
         f"python: {platform.python_version()}",
-        "servers: " + "; ".join(f"{s.name} `{s.version()}`" for s in servers),
+        "servers: " + ", ".join(sorted({s.version() for s in servers})),
         "libraries: "
         + ", ".join(f"{p} {_package_version(p)}" for p in ("uvloop", "httptools", "uvicorn-worker", "fastapi")),
         f"load tool: {_wrk_version()}",
@@ -101,7 +107,7 @@ server changing every round), and each figure is also given as a **ratio to uvic
 from the same round**: the benchmark machines are small and noisy, so the absolute numbers move
 from run to run while the ratios hold.
 
-Run everything with `python benchmarks/run_all.py` (about 8 minutes on 2 cores); each run
+Run everything with `python benchmarks/run_all.py` (about 6.5 minutes on 2 cores); each run
 appends a section below. How each figure is measured is in `benchmarks/README.md`.
 
 Servers, all with access logs off and log level `warning`:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
@@ -57,8 +59,7 @@ def executable(name: str) -> str | None:
     local = BIN_DIR / name
     if local.exists():
         return str(local)
-    found = subprocess.run(["which", name], capture_output=True, text=True).stdout.strip()
-    return found or None
+    return shutil.which(name)
 
 
 Argv = Callable[[str, App, int, int], list[str]]
@@ -76,11 +77,11 @@ class Server:
     note: str = ""
 
     def version(self) -> str:
-        exe = executable(self.command)
-        if exe is None:
-            return "missing"
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-        return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else "broken"
+        """The installed distribution and its version, e.g. ``uvicorn 0.36.0``."""
+        try:
+            return f"{self.command} {metadata.version(self.command)}"
+        except metadata.PackageNotFoundError:
+            return f"{self.command} (version unknown)"
 
     def unavailable_reason(self) -> str | None:
         exe = executable(self.command)
@@ -96,29 +97,8 @@ class Server:
 
 
 def _asgiscale_argv(exe: str, app: App, workers: int, port: int) -> list[str]:
-    argv = [exe, "run", app.target, "--workers", str(workers), "--host", HOST, "--port", str(port)]
-    help_text = _help("asgiscale", "run")
-    # The CLI is being written alongside this harness; quiet it the way the others are quieted
-    # as soon as it offers the same flags.
-    if "--no-access-log" in help_text:
-        argv.append("--no-access-log")
-    if "--log-level" in help_text:
-        argv += ["--log-level", "warning"]
-    if "--app-dir" in help_text:
-        argv += ["--app-dir", str(app.directory)]
-    return argv
-
-
-_HELP_CACHE: dict[tuple[str, ...], str] = {}
-
-
-def _help(command: str, *sub: str) -> str:
-    key = (command, *sub)
-    if key not in _HELP_CACHE:
-        exe = executable(command) or command
-        out = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, timeout=30)
-        _HELP_CACHE[key] = out.stdout + out.stderr
-    return _HELP_CACHE[key]
+    return [exe, "run", app.target, "--workers", str(workers), "--host", HOST, "--port", str(port),
+            "--app-dir", str(app.directory), "--no-access-log", "--log-level", "warning"]  # fmt: skip
 
 
 def _uvicorn_argv(exe: str, app: App, workers: int, port: int) -> list[str]:
@@ -165,7 +145,7 @@ SERVERS: dict[str, Server] = {
     ]
 }
 BASELINE = "uvicorn"
-DEFAULT_SERVERS = ["asgiscale", "uvicorn", "gunicorn", "granian"]
+DEFAULT_SERVERS = list(SERVERS)
 
 
 def select_servers(names: list[str]) -> list[Server]:
@@ -190,7 +170,14 @@ def free_port() -> int:
 
 
 class ServerFailedError(RuntimeError):
-    pass
+    """A server exited or never got ready; the benchmark goes on without it."""
+
+    def __init__(self, running: RunningServer, what: str) -> None:
+        super().__init__(f"{running.server.name} {what}; log {running.log_path}:\n{running.log_tail()}")
+        self.summary = f"{what} (see {running.log_path.relative_to(REPO_DIR)})"
+
+    def reason(self) -> str:
+        return "failed: " + self.summary
 
 
 class RunningServer:
@@ -207,7 +194,7 @@ class RunningServer:
         self.workers = workers
         self.port = port or free_port()
         LOG_DIR.mkdir(exist_ok=True)
-        self.log_path = LOG_DIR / f"{server.name}-{app.name}-{self.port}.log"
+        self.log_path = LOG_DIR / f"{server.name}-{app.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -219,7 +206,8 @@ class RunningServer:
         exe = executable(self.server.command)
         assert exe is not None, f"{self.server.command} missing"
         argv = self.server.argv(exe, self.app, self.workers, self.port)
-        env = dict(os.environ, PYTHONPATH=str(self.app.directory), PYTHONUNBUFFERED="1")
+        # No bytecode writes: every server reads the same caches and leaves nothing in the repo.
+        env = dict(os.environ, PYTHONPATH=str(self.app.directory), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(argv) + "\n").encode())
             log.flush()
@@ -248,7 +236,7 @@ class RunningServer:
 
     def _check_running(self) -> None:
         if self._exited():
-            raise ServerFailedError(f"{self.server.name} exited early; log {self.log_path}:\n{self.log_tail()}")
+            raise ServerFailedError(self, "exited early")
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Block until ``GET /`` answers 200; returns the seconds it took."""
@@ -261,7 +249,7 @@ class RunningServer:
             except REQUEST_ERRORS:
                 pass
             time.sleep(0.05)
-        raise ServerFailedError(f"{self.server.name} not ready after {timeout:.0f}s; log:\n{self.log_tail()}")
+        raise ServerFailedError(self, f"not ready after {timeout:.0f} s")
 
     def wait_workers(self, count: int, timeout: float = 60.0) -> set[int]:
         """Block until ``count`` distinct worker pids have answered ``/pid``; returns them."""
@@ -270,7 +258,7 @@ class RunningServer:
         while len(seen) < count:
             self._check_running()
             if time.perf_counter() > deadline:
-                raise ServerFailedError(f"{self.server.name}: only {len(seen)} of {count} workers answered")
+                raise ServerFailedError(self, f"only {len(seen)} of {count} workers answered in {timeout:.0f} s")
             try:
                 seen |= asyncio.run(sample_pids(self.port, concurrency=2 * count))
             except OSError:

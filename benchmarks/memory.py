@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from _proc import tree_pss_kib
 from _report import fmt, median, paired_ratio, rotated, table
-from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, ServerFailedError, get_app, select_servers
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class MemoryResult:
     workers: int
     rounds: int
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def ratio(self, name: str) -> float | None:
         return paired_ratio({n: [s.pss_mib for s in v] for n, v in self.samples.items()}, name)
@@ -47,6 +48,7 @@ class MemoryResult:
             ]
             for name, samples in self.samples.items()
         ]
+        rows += [[name, "n/a", "n/a", "n/a", reason] for name, reason in self.left_out.items()]
         title = f"### Memory, {self.app} app ({self.workers} workers, {self.rounds} rounds)"
         headers = ["server", "PSS MiB, whole tree (median)", f"ratio vs {BASELINE}", "MiB per worker", "processes"]
         return title + "\n\n" + table(headers, rows)
@@ -66,16 +68,24 @@ def run(servers: list[Server], app_name: str, *, workers: int = 4, rounds: int =
     result = MemoryResult(app.name, workers, rounds)
     for r in range(rounds):
         for server in rotated(servers, r):
-            with RunningServer(server, app, workers) as srv:
-                srv.wait_ready()
-                srv.wait_workers(workers)
-                _warm_up(srv.port)
-                time.sleep(0.5)
-                kib, processes = tree_pss_kib(srv.pid)
+            if server.name in result.left_out:
+                continue
+            try:
+                with RunningServer(server, app, workers) as srv:
+                    srv.wait_ready()
+                    srv.wait_workers(workers)
+                    _warm_up(srv.port)
+                    time.sleep(0.5)
+                    kib, processes = tree_pss_kib(srv.pid)
+            except ServerFailedError as exc:
+                print(f"  {server.name}: {exc}")
+                result.left_out[server.name] = exc.reason()
+                result.samples.pop(server.name, None)
+                continue
             sample = Sample(kib / 1024, processes)
             print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.pss_mib:7.1f} MiB in {processes} processes")
             result.samples.setdefault(server.name, []).append(sample)
-    result.samples = {s.name: result.samples[s.name] for s in servers}
+    result.samples = {s.name: result.samples[s.name] for s in servers if s.name in result.samples}
     return result
 
 

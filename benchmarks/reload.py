@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from _http import REQUEST_ERRORS, Connection, StaleConnectionError
 from _proc import is_alive
 from _report import fmt, median, rotated, table
-from _servers import DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+from _servers import DEFAULT_SERVERS, RunningServer, Server, ServerFailedError, get_app, select_servers
 
 
 @dataclass
@@ -123,7 +123,7 @@ class ReloadResult:
     connections: int
     rounds: int
     samples: dict[str, list[Sample]] = field(default_factory=dict)
-    unsupported: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def failed(self, name: str) -> int | None:
         if name not in self.samples:
@@ -151,7 +151,7 @@ class ReloadResult:
                     fmt(median(finished), ".1f") + ("" if len(finished) == len(samples) else " (unfinished)"),
                 ]
             )
-        for name, reason in self.unsupported.items():
+        for name, reason in self.left_out.items():
             rows.append([name, "n/a", "n/a", "n/a", reason, "n/a", "n/a"])
         title = (
             f"### Rolling reload (SIGHUP) under load, {self.app} app ({self.workers} workers, "
@@ -185,20 +185,28 @@ def run(
         if server.reloads_on_hup:
             capable.append(server)
         else:
-            result.unsupported[server.name] = server.note or "no reload signal"
+            result.left_out[server.name] = server.note or "no reload signal"
     for r in range(rounds):
         for server in rotated(capable, r):
-            with RunningServer(server, app, workers) as srv:
-                srv.wait_ready()
-                old = srv.wait_workers(workers)
-                sample = asyncio.run(_reload_under_load(srv, old, connections=connections, timeout=timeout))
+            if server.name in result.left_out:
+                continue
+            try:
+                with RunningServer(server, app, workers) as srv:
+                    srv.wait_ready()
+                    old = srv.wait_workers(workers)
+                    sample = asyncio.run(_reload_under_load(srv, old, connections=connections, timeout=timeout))
+            except ServerFailedError as exc:
+                print(f"  {server.name}: {exc}")
+                result.left_out[server.name] = exc.reason()
+                result.samples.pop(server.name, None)
+                continue
             s = sample.stats
             print(
                 f"  {app.name} round {r + 1}: {server.name:<17} {s.total} requests, {s.failed} failed, "
                 f"{s.retried} retried, reload {fmt(sample.reload_s, '.1f')} s"
             )
             result.samples.setdefault(server.name, []).append(sample)
-    result.samples = {s.name: result.samples[s.name] for s in capable}
+    result.samples = {s.name: result.samples[s.name] for s in capable if s.name in result.samples}
     return result
 
 

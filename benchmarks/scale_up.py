@@ -4,7 +4,8 @@
 
 Before each signal the harness notes every process in the server's tree. After it, it keeps
 opening fresh connections (``Connection: close``, a few at a time so that busy old workers leave
-some to the newcomer) to ``/pid`` until a pid it has not noted answers. It also notes when the new
+some to the newcomer) to ``/pid`` until a pid it has not noted answers. Each poll takes a few
+milliseconds plus a 5 ms pause, so times are upper bounds with a resolution of about 10 ms. It also notes when the new
 process first shows up in /proc, which separates "the master reacted" from "the worker got ready".
 """
 
@@ -20,7 +21,16 @@ from dataclasses import dataclass, field
 from _http import sample_pids
 from _proc import descendants
 from _report import fmt, median, paired_ratio, rotated, table
-from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+from _servers import (
+    BASELINE,
+    DEFAULT_SERVERS,
+    App,
+    RunningServer,
+    Server,
+    ServerFailedError,
+    get_app,
+    select_servers,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,7 @@ class Sample:
     serving_ms: float | None
 
 
-async def _time_new_worker(srv: RunningServer, timeout: float, poll_interval: float = 0.01) -> Sample:
+async def _time_new_worker(srv: RunningServer, timeout: float, poll_interval: float = 0.005) -> Sample:
     known = {srv.pid} | descendants(srv.pid)
     start = time.perf_counter()
     srv.send(signal.SIGTTIN)
@@ -56,7 +66,7 @@ class ScaleUpResult:
     samples_per_round: int
     # server -> one list of samples per round
     samples: dict[str, list[list[Sample]]] = field(default_factory=dict)
-    unsupported: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def _round_medians(self, name: str) -> list[float | None]:
         return [median([s.serving_ms for s in rnd if s.serving_ms is not None]) for rnd in self.samples[name]]
@@ -85,7 +95,7 @@ class ScaleUpResult:
                     f"{len(served)}/{len(flat)}",
                 ]
             )
-        for name, reason in self.unsupported.items():
+        for name, reason in self.left_out.items():
             rows.append([name, "n/a", "n/a", "n/a", "n/a", reason])
         title = (
             f"### Add a worker (SIGTTIN), {self.app} app (from {self.workers} workers, "
@@ -118,26 +128,39 @@ def run(
         if server.scales_on_ttin:
             capable.append(server)
         else:
-            result.unsupported[server.name] = server.note or "no signal to add a worker"
+            result.left_out[server.name] = server.note or "no signal to add a worker"
     for r in range(rounds):
         for server in rotated(capable, r):
-            with RunningServer(server, app, workers) as srv:
-                srv.wait_ready()
-                srv.wait_workers(workers)
-                taken = []
-                for i in range(samples):
-                    sample = asyncio.run(_time_new_worker(srv, timeout))
-                    taken.append(sample)
-                    print(
-                        f"  {app.name} round {r + 1}: {server.name:<17} {workers + i}->{workers + i + 1} workers: "
-                        f"spawned {fmt(sample.spawned_ms)} ms, serving {fmt(sample.serving_ms)} ms"
-                    )
-                    # Let the newcomer settle; the random part keeps the signal from landing at the same
-                    # phase of a supervisor's polling loop every time (uvicorn's wakes every 0.5 s).
-                    time.sleep(random.uniform(0.3, 0.8))
-                result.samples.setdefault(server.name, []).append(taken)
-    result.samples = {s.name: result.samples[s.name] for s in capable}
+            if server.name in result.left_out:
+                continue
+            try:
+                taken = _measure(server, app, workers, samples, timeout, label=f"{app.name} round {r + 1}")
+            except ServerFailedError as exc:
+                print(f"  {server.name}: {exc}")
+                result.left_out[server.name] = exc.reason()
+                result.samples.pop(server.name, None)
+                continue
+            result.samples.setdefault(server.name, []).append(taken)
+    result.samples = {s.name: result.samples[s.name] for s in capable if s.name in result.samples}
     return result
+
+
+def _measure(server: Server, app: App, workers: int, samples: int, timeout: float, label: str) -> list[Sample]:
+    with RunningServer(server, app, workers) as srv:
+        srv.wait_ready()
+        srv.wait_workers(workers)
+        taken = []
+        for i in range(samples):
+            sample = asyncio.run(_time_new_worker(srv, timeout))
+            taken.append(sample)
+            print(
+                f"  {label}: {server.name:<17} {workers + i}->{workers + i + 1} workers: "
+                f"spawned {fmt(sample.spawned_ms)} ms, serving {fmt(sample.serving_ms)} ms"
+            )
+            # Let the newcomer settle; the random part keeps the signal from landing at the same
+            # phase of a supervisor's polling loop every time (uvicorn's wakes every 0.5 s).
+            time.sleep(random.uniform(0.3, 0.8))
+    return taken
 
 
 def main() -> None:

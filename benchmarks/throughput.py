@@ -1,6 +1,6 @@
 """Throughput: wrk with keep-alive against every server, in turns, on the bare ASGI app and the FastAPI example.
 
-    python benchmarks/throughput.py [--rounds 3] [--duration 8] [--apps raw,fastapi]
+    python benchmarks/throughput.py [--rounds 8] [--duration 3] [--apps raw,fastapi]
 
 All servers of one app run side by side on their own ports (idle while another is measured) and
 wrk visits them round-robin, so a slow spell of the machine lands on every server alike.
@@ -15,8 +15,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from _proc import tree_cpu_seconds
-from _report import fmt, median, paired_ratio, rotated, table
-from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+from _report import fmt, median, paired_ratio, paired_ratios, rotated, spread, table
+from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, ServerFailedError, get_app, select_servers
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,16 @@ class ThroughputResult:
     duration: float
     rounds: int
     samples: dict[str, list[WrkResult]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
     # Highest CPU share (of one core) that the idle servers used while another was measured.
     bystander_cpu: float = 0.0
 
+    def ratios(self, name: str) -> list[float]:
+        """``name``'s req/s over uvicorn's, one value per round."""
+        return paired_ratios({n: [s.requests_per_second for s in v] for n, v in self.samples.items()}, name)
+
     def ratio(self, name: str) -> float | None:
-        return paired_ratio({n: [s.requests_per_second for s in v] for n, v in self.samples.items()}, name)
+        return median(self.ratios(name))
 
     def markdown(self) -> str:
         rps: dict[str, list[float | None]] = {n: [s.requests_per_second for s in v] for n, v in self.samples.items()}
@@ -77,16 +82,26 @@ class ThroughputResult:
                     name,
                     fmt(median([s.requests_per_second for s in samples])),
                     fmt(paired_ratio(rps, name), ".2f"),
+                    spread(paired_ratios(rps, name)),
                     " / ".join(fmt(s.requests_per_second) for s in samples),
                     fmt(median([s.p99_ms for s in samples]), ".1f"),
                     str(sum(s.errors for s in samples)),
                 ]
             )
+        rows += [[name, "n/a", "n/a", "n/a", reason, "n/a", "n/a"] for name, reason in self.left_out.items()]
         title = (
             f"### Throughput, {self.app} app ({self.workers} workers, wrk -c{self.connections}, "
             f"{self.duration:g} s x {self.rounds} rounds)"
         )
-        headers = ["server", "req/s (median)", f"ratio vs {BASELINE}", "req/s per round", "p99 ms", "errors"]
+        headers = [
+            "server",
+            "req/s (median)",
+            f"ratio vs {BASELINE}",
+            "ratio IQR",
+            "req/s per round",
+            "p99 ms",
+            "errors",
+        ]
         note = f"\n\nIdle servers waiting their turn used at most {self.bystander_cpu:.1%} of a core."
         return title + "\n\n" + table(headers, rows) + note
 
@@ -96,8 +111,8 @@ def run(
     app_name: str,
     *,
     workers: int = 2,
-    rounds: int = 3,
-    duration: float = 8.0,
+    rounds: int = 8,
+    duration: float = 3.0,
     connections: int = 64,
     threads: int = 2,
     warmup: float = 2.0,
@@ -106,12 +121,20 @@ def run(
     result = ThroughputResult(app.name, workers, connections, duration, rounds)
     with ExitStack() as stack:
         running = {s.name: stack.enter_context(RunningServer(s, app, workers)) for s in servers}
-        for srv in running.values():
-            srv.wait_ready()
-            srv.wait_workers(workers)
+        for name, srv in list(running.items()):
+            try:
+                srv.wait_ready()
+                srv.wait_workers(workers)
+            except ServerFailedError as exc:
+                print(f"  {name}: {exc}")
+                result.left_out[name] = exc.reason()
+                srv.stop()
+                del running[name]
+                continue
             wrk(srv.port, warmup, connections, threads)
+        active = [s for s in servers if s.name in running]
         for r in range(rounds):
-            for server in rotated(servers, r):
+            for server in rotated(active, r):
                 others = [srv.pid for name, srv in running.items() if name != server.name]
                 cpu_before = sum(tree_cpu_seconds(pid) for pid in others)
                 sample = wrk(running[server.name].port, duration, connections, threads)
@@ -119,17 +142,18 @@ def run(
                 result.bystander_cpu = max(result.bystander_cpu, cpu_used / duration)
                 print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.requests_per_second:9.0f} req/s")
                 result.samples.setdefault(server.name, []).append(sample)
-    result.samples = {s.name: result.samples[s.name] for s in servers}
+    result.samples = {s.name: result.samples[s.name] for s in active}
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
+    # --preload changes when the app is imported, not how requests are served.
+    parser.add_argument("--servers", default=",".join(n for n in DEFAULT_SERVERS if n != "gunicorn-preload"))
     parser.add_argument("--apps", default="raw,fastapi")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds of wrk per sample")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of wrk per sample")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     servers = select_servers(args.servers.split(","))
