@@ -28,6 +28,7 @@ import uvicorn
 
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import worker
+from asgiscale.runtime._process import detach_from_supervisor
 from asgiscale.runtime.middleware import RuntimeMiddleware, WorkerContext
 from asgiscale.runtime.shm import SlotTable
 
@@ -62,8 +63,7 @@ class Preloader:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
             ours.close()
-            for fd in close_fds:
-                os.close(fd)
+            detach_from_supervisor(close_fds)
             _main(config, theirs, listeners, table, log_config, supervisor_pid)
         theirs.close()
         return cls(generation, pid, ours)
@@ -148,10 +148,6 @@ def _main(
     code = 0
     try:
         os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.set_wakeup_fd(-1)
         context = WorkerContext()
         try:
             uv_config = _load(config, context, log_config)

@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from asgiscale.runtime._process import detach_from_supervisor
+
 logger = logging.getLogger("asgiscale.error")
 
 WATCHED_SUFFIXES = (".py", ".pyx", ".pyd", ".toml", ".env")
@@ -27,12 +29,7 @@ def start(dirs: list[str], close_fds: list[int]) -> int:
         return pid
     code = 0  # pragma: no cover - runs in the child, measured through the process tests
     try:  # pragma: no cover
-        for fd in close_fds:
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        detach_from_supervisor(close_fds)
         _watch(dirs, supervisor)
     except BaseException:  # pragma: no cover
         traceback.print_exc()

@@ -24,6 +24,7 @@ from typing import Any
 from asgiscale import _logging
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import sockets
+from asgiscale.runtime._process import SUPERVISOR_SIGNALS
 from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Spawn
 from asgiscale.runtime.preload import Preloader
 from asgiscale.runtime.shm import SlotTable, WorkerState
@@ -36,15 +37,6 @@ DUMP_GRACE = 0.2
 PR_SET_CHILD_SUBREAPER = 36
 # Consecutive failures to load the running code again (its process died) before giving up.
 MAX_LOAD_FAILURES = 5
-
-HANDLED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGCHLD,
-)
 
 
 class Stage(enum.Enum):
@@ -403,7 +395,7 @@ class Supervisor:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
-        for sig in HANDLED_SIGNALS:
+        for sig in SUPERVISOR_SIGNALS:
             signal.signal(sig, _enqueue)
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
 
@@ -426,7 +418,7 @@ class Supervisor:
         for preloader in list(self.preloaders.values()):
             self._forget_preloader(preloader)
         signal.set_wakeup_fd(-1)
-        for sig in HANDLED_SIGNALS:
+        for sig in SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for fd in (self._wakeup_r, self._wakeup_w):
             if fd >= 0:

@@ -36,9 +36,6 @@ from asgiscale.runtime.shm import Field, Slot, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
 
-# Signals the supervisor or the pre-loaded process handle; a worker starts with defaults.
-_INHERITED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1)
-
 
 class WorkerServer(uvicorn.Server):
     """uvicorn's server with a slot, a heartbeat and a drain that drops no request."""
@@ -97,10 +94,7 @@ def serve(
     """The body of a freshly forked worker process; never returns."""
     code = 0
     try:
-        for sig in _INHERITED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.set_wakeup_fd(-1)
+        # Signal handling is already the pre-loaded process's (see detach_from_supervisor).
         # The supervisor sends SIGUSR1 before killing a blocked worker: show where it was stuck.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         _wait_for_adoption(supervisor_pid)
