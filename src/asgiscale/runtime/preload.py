@@ -29,7 +29,6 @@ import uvicorn
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import worker
 from asgiscale.runtime._process import detach_from_supervisor
-from asgiscale.runtime.middleware import RuntimeMiddleware, WorkerContext
 from asgiscale.runtime.shm import SlotTable
 
 logger = logging.getLogger("asgiscale.error")
@@ -148,9 +147,8 @@ def _main(
     code = 0
     try:
         os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
-        context = WorkerContext()
         try:
-            uv_config = _load(config, context, log_config)
+            uv_config = _load(config, log_config)
         except BaseException as exc:
             if not isinstance(exc, SystemExit):
                 traceback.print_exc()
@@ -165,7 +163,7 @@ def _main(
                 return  # type: ignore[misc]
             slot = int(message[1])
             try:
-                pid = _fork_worker(uv_config, context, listeners, table, slot, supervisor_pid, config, control)
+                pid = _fork_worker(uv_config, listeners, table, slot, supervisor_pid, config, control)
             except (OSError, ValueError) as exc:  # e.g. EAGAIN: too many processes; the supervisor retries
                 control.send(f"failed {slot} {exc}".encode()[:256])
                 continue
@@ -178,20 +176,18 @@ def _main(
         os._exit(code)
 
 
-def _load(config: Config, context: WorkerContext, log_config: dict[str, Any]) -> uvicorn.Config:
+def _load(config: Config, log_config: dict[str, Any]) -> uvicorn.Config:
     app_dir = os.path.abspath(config.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     importlib.invalidate_caches()
     uv_config = build_uvicorn_config(config, log_config)
     uv_config.load()
-    uv_config.loaded_app = RuntimeMiddleware(uv_config.loaded_app, context)
     return uv_config
 
 
 def _fork_worker(
     uv_config: uvicorn.Config,
-    context: WorkerContext,
     listeners: list[socket.socket],
     table: SlotTable,
     slot: int,
@@ -209,7 +205,7 @@ def _fork_worker(
             if pid == 0:
                 os.close(write_end)
                 control.close()
-                worker.serve(uv_config, context, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
+                worker.serve(uv_config, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
             os.write(write_end, str(pid).encode())
         finally:
             os._exit(0)  # an empty pipe tells the pre-loaded process that the fork failed

@@ -2,12 +2,14 @@
 
 Differences from a plain uvicorn server, each for one lifecycle promise:
 
-* it writes READY into its slot once listening, and an event-loop heartbeat on every
-  tick, so the supervisor tells a blocked loop from a busy one;
+* it writes READY into its slot once listening, and on every tick (100 ms) an event-loop
+  heartbeat, the requests served and the requests in flight, read from uvicorn's own
+  server state: nothing is added to the per-request path;
 * SIGTERM drains: the listener closes at once (the other workers keep accepting on the
-  shared socket), responses carry `Connection: close`, and idle keep-alive connections
-  are left to their keep-alive timeout instead of being cut while a request may be on the
-  wire; then uvicorn's own graceful shutdown runs with what is left of the budget;
+  shared socket), every further response carries `Connection: close`, and idle keep-alive
+  connections are left to their keep-alive timeout instead of being cut while a request
+  may be on the wire; then uvicorn's own graceful shutdown runs with what is left of the
+  budget;
 * SIGINT is ignored (Ctrl-C belongs to the supervisor) and no signal is re-raised after
   shutdown, so a drained worker exits 0;
 * it stops by itself if the supervisor disappears.
@@ -23,15 +25,15 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Generator
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from typing import Any, NoReturn
 
 import uvicorn
 
 from asgiscale.config import EXIT_STARTUP_FAILURE
-from asgiscale.runtime.middleware import WorkerContext
 from asgiscale.runtime.shm import Field, Slot, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
@@ -40,19 +42,17 @@ logger = logging.getLogger("asgiscale.error")
 class WorkerServer(uvicorn.Server):
     """uvicorn's server with a slot, a heartbeat and a drain that drops no request."""
 
-    def __init__(
-        self, config: uvicorn.Config, context: WorkerContext, slot: Slot, supervisor_pid: int, graceful_timeout: float
-    ) -> None:
+    def __init__(self, config: uvicorn.Config, slot: Slot, supervisor_pid: int, graceful_timeout: float) -> None:
         super().__init__(config)
-        self.context = context
         self.slot = slot
         self.supervisor_pid = supervisor_pid
         self.graceful_timeout = graceful_timeout
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        signal.signal(signal.SIGTERM, self.handle_exit)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handle_exit)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -63,6 +63,8 @@ class WorkerServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         self.slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
+        self.slot.set(Field.REQUESTS, self.server_state.total_requests)
+        self.slot.set(Field.IN_FLIGHT, len(self.server_state.tasks))
         if os.getppid() != self.supervisor_pid and not self.should_exit:
             logger.warning("The supervisor is gone; worker [%d] stops.", os.getpid())
             self.should_exit = True
@@ -70,9 +72,13 @@ class WorkerServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.slot.set(Field.STATE, WorkerState.DRAINING)
-        self.context.draining = True
+        self.config.loaded_app = _closing(self.config.loaded_app)
         for server in self.servers:
             server.close()
+        for connection in self.server_state.connections:
+            # uvicorn's HTTP protocols read `app` for every request they start.
+            if hasattr(connection, "app"):
+                connection.app = self.config.loaded_app
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + min(self.config.timeout_keep_alive + 1, self.graceful_timeout)
@@ -85,7 +91,6 @@ class WorkerServer(uvicorn.Server):
 
 def serve(
     config: uvicorn.Config,
-    context: WorkerContext,
     sockets: list[socket.socket],
     slot: Slot,
     supervisor_pid: int,
@@ -100,8 +105,7 @@ def serve(
         _wait_for_adoption(supervisor_pid)
         slot.set(Field.PID, os.getpid())
         slot.set(Field.STATE, WorkerState.BOOTING)
-        context.attach(slot)
-        server = WorkerServer(config, context, slot, supervisor_pid, graceful_timeout)
+        server = WorkerServer(config, slot, supervisor_pid, graceful_timeout)
         server.run(sockets=sockets)
         if not server.started:
             code = EXIT_STARTUP_FAILURE
@@ -124,3 +128,27 @@ def _wait_for_adoption(supervisor_pid: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while os.getppid() != supervisor_pid and time.monotonic() < deadline:
         time.sleep(0.0005)
+
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Any, Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]
+]
+
+
+def _closing(app: ASGIApp) -> ASGIApp:
+    """`app`, with `Connection: close` on every HTTP response: clients reconnect elsewhere."""
+
+    async def closing_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_close(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive, send_with_close)
+
+    return closing_app
