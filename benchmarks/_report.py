@@ -6,11 +6,14 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
-from _servers import BASELINE, REPO_DIR, Server
+from _servers import BASELINE, REPO_DIR, Server, ServerFailedError
+
+S = TypeVar("S")
 
 DOCS_PATH = REPO_DIR / "docs" / "benchmarks.md"
 
@@ -58,6 +61,32 @@ def rotated(items: Sequence[Server], round_index: int) -> list[Server]:
     """The round's running order: each server takes its turn at going first."""
     shift = round_index % len(items) if items else 0
     return [*items[shift:], *items[:shift]]
+
+
+def take_turns(
+    servers: Sequence[Server],
+    rounds: int,
+    measure: Callable[[Server, int], S],
+    left_out: dict[str, str],
+) -> dict[str, list[S]]:
+    """`measure(server, round)` for every round, servers in rotated order; samples by server.
+
+    A server that fails is left out (with its reason in `left_out`) and its samples dropped.
+    """
+    samples: dict[str, list[S]] = {}
+    for r in range(rounds):
+        for server in rotated(servers, r):
+            if server.name in left_out:
+                continue
+            try:
+                sample = measure(server, r)
+            except ServerFailedError as exc:
+                print(f"  {server.name}: {exc}")
+                left_out[server.name] = exc.reason()
+                samples.pop(server.name, None)
+                continue
+            samples.setdefault(server.name, []).append(sample)
+    return {s.name: samples[s.name] for s in servers if s.name in samples}
 
 
 def _cpu_model() -> str:

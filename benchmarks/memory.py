@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from _proc import tree_pss_kib
-from _report import fmt, median, paired_ratio, rotated, table
-from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, ServerFailedError, get_app, select_servers
+from _report import fmt, median, paired_ratio, table, take_turns
+from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
 
 
 @dataclass(frozen=True)
@@ -66,26 +66,19 @@ def _warm_up(port: int, seconds: float = 1.0) -> None:
 def run(servers: list[Server], app_name: str, *, workers: int = 4, rounds: int = 2) -> MemoryResult:
     app = get_app(app_name)
     result = MemoryResult(app.name, workers, rounds)
-    for r in range(rounds):
-        for server in rotated(servers, r):
-            if server.name in result.left_out:
-                continue
-            try:
-                with RunningServer(server, app, workers) as srv:
-                    srv.wait_ready()
-                    srv.wait_workers(workers)
-                    _warm_up(srv.port)
-                    time.sleep(0.5)
-                    kib, processes = tree_pss_kib(srv.pid)
-            except ServerFailedError as exc:
-                print(f"  {server.name}: {exc}")
-                result.left_out[server.name] = exc.reason()
-                result.samples.pop(server.name, None)
-                continue
-            sample = Sample(kib / 1024, processes)
-            print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.pss_mib:7.1f} MiB in {processes} processes")
-            result.samples.setdefault(server.name, []).append(sample)
-    result.samples = {s.name: result.samples[s.name] for s in servers if s.name in result.samples}
+
+    def measure(server: Server, r: int) -> Sample:
+        with RunningServer(server, app, workers) as srv:
+            srv.wait_ready()
+            srv.wait_workers(workers)
+            _warm_up(srv.port)
+            time.sleep(0.5)
+            kib, processes = tree_pss_kib(srv.pid)
+        sample = Sample(kib / 1024, processes)
+        print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.pss_mib:7.1f} MiB in {processes} processes")
+        return sample
+
+    result.samples = take_turns(servers, rounds, measure, result.left_out)
     return result
 
 

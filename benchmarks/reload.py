@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from _http import REQUEST_ERRORS, Connection, StaleConnectionError
 from _proc import is_alive
-from _report import fmt, median, rotated, table
-from _servers import DEFAULT_SERVERS, RunningServer, Server, ServerFailedError, get_app, select_servers
+from _report import fmt, median, table, take_turns
+from _servers import DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
 
 
 @dataclass
@@ -186,27 +186,20 @@ def run(
             capable.append(server)
         else:
             result.left_out[server.name] = server.note or "no reload signal"
-    for r in range(rounds):
-        for server in rotated(capable, r):
-            if server.name in result.left_out:
-                continue
-            try:
-                with RunningServer(server, app, workers) as srv:
-                    srv.wait_ready()
-                    old = srv.wait_workers(workers)
-                    sample = asyncio.run(_reload_under_load(srv, old, connections=connections, timeout=timeout))
-            except ServerFailedError as exc:
-                print(f"  {server.name}: {exc}")
-                result.left_out[server.name] = exc.reason()
-                result.samples.pop(server.name, None)
-                continue
-            s = sample.stats
-            print(
-                f"  {app.name} round {r + 1}: {server.name:<17} {s.total} requests, {s.failed} failed, "
-                f"{s.retried} retried, reload {fmt(sample.reload_s, '.1f')} s"
-            )
-            result.samples.setdefault(server.name, []).append(sample)
-    result.samples = {s.name: result.samples[s.name] for s in capable if s.name in result.samples}
+
+    def measure(server: Server, r: int) -> Sample:
+        with RunningServer(server, app, workers) as srv:
+            srv.wait_ready()
+            old = srv.wait_workers(workers)
+            sample = asyncio.run(_reload_under_load(srv, old, connections=connections, timeout=timeout))
+        s = sample.stats
+        print(
+            f"  {app.name} round {r + 1}: {server.name:<17} {s.total} requests, {s.failed} failed, "
+            f"{s.retried} retried, reload {fmt(sample.reload_s, '.1f')} s"
+        )
+        return sample
+
+    result.samples = take_turns(capable, rounds, measure, result.left_out)
     return result
 
 

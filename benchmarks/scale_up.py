@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 
 from _http import sample_pids
 from _proc import descendants
-from _report import fmt, median, paired_ratio, rotated, table
+from _report import fmt, median, paired_ratio, table, take_turns
 from _servers import (
     BASELINE,
     DEFAULT_SERVERS,
     App,
     RunningServer,
     Server,
-    ServerFailedError,
     get_app,
     select_servers,
 )
@@ -129,19 +128,11 @@ def run(
             capable.append(server)
         else:
             result.left_out[server.name] = server.note or "no signal to add a worker"
-    for r in range(rounds):
-        for server in rotated(capable, r):
-            if server.name in result.left_out:
-                continue
-            try:
-                taken = _measure(server, app, workers, samples, timeout, label=f"{app.name} round {r + 1}")
-            except ServerFailedError as exc:
-                print(f"  {server.name}: {exc}")
-                result.left_out[server.name] = exc.reason()
-                result.samples.pop(server.name, None)
-                continue
-            result.samples.setdefault(server.name, []).append(taken)
-    result.samples = {s.name: result.samples[s.name] for s in capable if s.name in result.samples}
+
+    def measure(server: Server, r: int) -> list[Sample]:
+        return _measure(server, app, workers, samples, timeout, label=f"{app.name} round {r + 1}")
+
+    result.samples = take_turns(capable, rounds, measure, result.left_out)
     return result
 
 
