@@ -59,7 +59,7 @@ class Supervisor:
             request_jitter=config.max_requests_jitter,
         )
         # Room for the target, one replacement, and workers still draining after quick reloads.
-        self.capacity = max(32, 4 * config.workers + 8)
+        self.capacity = max(128, 4 * config.workers + 8)
         self.table = SlotTable(self.capacity)
         self.preloaders: dict[int, Preloader] = {}
         self.stage = Stage.RUNNING
@@ -121,10 +121,7 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         loading = {p.control.fileno(): p for p in self.preloaders.values() if not p.loaded}
-        try:
-            ready, _, _ = select.select([self._wakeup_r, *loading], [], [], timeout)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select
-            return
+        ready, _, _ = select.select([self._wakeup_r, *loading], [], [], timeout)
         for fd in ready:
             if fd == self._wakeup_r:
                 for signum in os.read(self._wakeup_r, 512):
