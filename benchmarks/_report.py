@@ -148,6 +148,18 @@ Servers, all with access logs off and log level `warning`:
 | gunicorn | `gunicorn APP -k uvicorn_worker.UvicornWorker --workers N` |
 | gunicorn-preload | the same with `--preload` (app imported once in the master, workers forked from it) |
 | granian | `granian --interface asgi --workers N APP` |
+
+Reading the figures:
+
+- *stale keep-alive, retried* (reload table): requests sent on a kept-alive connection that
+  the server closed while it looked idle. The harness resends them once, as browsers do, so
+  they are not counted as failed; a client that does not retry (many HTTP libraries, for
+  non-idempotent methods) sees them fail. asgiscale's draining workers keep idle connections
+  until their next request and answer it with `Connection: close`, hence its 0.
+- *gunicorn-preload* matches asgiscale on adding a worker and on memory, because it also forks
+  from a process that imported the app; but its reload forks from that same master, so it
+  does not load new code (gunicorn's documentation of `preload_app` says as much), while
+  asgiscale's reload loads the new code in a fresh pre-loaded process.
 """
 
 
