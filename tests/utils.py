@@ -99,7 +99,7 @@ class AsgiscaleProcess:
         log = self.log()
         ready = {int(p) for p in re.findall(r"Worker \[(\d+)\] ready", log)}
         gone = {int(p) for p in re.findall(r"Worker \[(\d+)\] (?:stopped|died)", log)}
-        alive = {pid for pid in ready - gone if psutil.pid_exists(pid) and _not_zombie(pid)}
+        alive = {pid for pid in ready - gone if is_alive(pid)}
         self._seen |= alive
         return alive
 
@@ -157,7 +157,8 @@ class AsgiscaleProcess:
                 pass
 
 
-def _not_zombie(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting to be reaped."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

@@ -78,10 +78,7 @@ def _run_command(**values: Any) -> None:
     try:
         config = Config.from_sources(given, env=os.environ)
         code = _serve(config)
-    except ConfigError as exc:
-        click.echo(f"asgiscale: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except OSError as exc:
+    except (ConfigError, OSError) as exc:
         click.echo(f"asgiscale: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code)

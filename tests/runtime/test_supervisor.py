@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.utils import AsgiscaleProcess, Load, copy_probe, set_probe_version, wait_for
+from tests.utils import AsgiscaleProcess, Load, copy_probe, is_alive, set_probe_version, wait_for
 
 
 @pytest.fixture
@@ -277,14 +277,7 @@ def test_workers_stop_when_the_supervisor_is_killed(probe_dir: Path) -> None:
         workers = server.wait_workers(2)
         os.kill(server.pid, signal.SIGKILL)
         server.wait_exit(10)
-        wait_for(lambda: not any(psutil.pid_exists(w) and _alive(w) for w in workers), 15, "orphaned workers to stop")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        wait_for(lambda: not any(is_alive(w) for w in workers), 15, "orphaned workers to stop")
 
 
 def test_env_file_is_read_by_each_new_generation(probe_dir: Path) -> None:

@@ -236,10 +236,10 @@ class Supervisor:
             exit_ = _decode(status)
             self._pending_kills.pop(pid, None)
             worker = self.fleet.exited(pid, exit_, now)
+            preloader = next((p for p in self.preloaders.values() if p.pid == pid), None)
             if worker is not None:
                 self._log_exit(worker.pid, worker.phase.value, worker.killed, exit_)
-            elif any(p.pid == pid for p in self.preloaders.values()):
-                preloader = next(p for p in self.preloaders.values() if p.pid == pid)
+            elif preloader is not None:
                 self._on_preloader_exit(preloader, exit_)
             elif pid == self._watcher_pid:
                 self._watcher_pid = None
