@@ -148,6 +148,13 @@ BASELINE = "uvicorn"
 DEFAULT_SERVERS = list(SERVERS)
 
 
+def capable(servers: list[Server], can: Callable[[Server], bool], left_out: dict[str, str], why: str) -> list[Server]:
+    """The servers that `can` do what a benchmark needs; the others go to `left_out` with a reason."""
+    able = [s for s in servers if can(s)]
+    left_out.update({s.name: s.note or why for s in servers if not can(s)})
+    return able
+
+
 def select_servers(names: list[str]) -> list[Server]:
     """The named servers that can run here; each one left out is reported with the reason."""
     chosen = []
@@ -184,7 +191,7 @@ class RunningServer:
     """One server process tree on a free loopback port, stopped (and reaped) on exit.
 
     >>> with RunningServer(SERVERS["uvicorn"], get_app("raw"), workers=2) as srv:
-    ...     srv.wait_ready()
+    ...     srv.wait_workers(2)
     ...     os.kill(srv.pid, signal.SIGTTIN)
     """
 
@@ -238,21 +245,22 @@ class RunningServer:
         if self._exited():
             raise ServerFailedError(self, "exited early")
 
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        """Block until ``GET /`` answers 200; returns the seconds it took."""
+    def _wait_ready(self, timeout: float) -> None:
+        """Block until ``GET /`` answers 200."""
         start = time.perf_counter()
         while time.perf_counter() - start < timeout:
             self._check_running()
             try:
                 if asyncio.run(fetch(self.port, "/", timeout=2.0)).status == 200:
-                    return time.perf_counter() - start
+                    return
             except REQUEST_ERRORS:
                 pass
             time.sleep(0.05)
         raise ServerFailedError(self, f"not ready after {timeout:.0f} s")
 
     def wait_workers(self, count: int, timeout: float = 60.0) -> set[int]:
-        """Block until ``count`` distinct worker pids have answered ``/pid``; returns them."""
+        """Block until the server answers and ``count`` distinct worker pids have answered ``/pid``."""
+        self._wait_ready(timeout)
         seen: set[int] = set()
         deadline = time.perf_counter() + timeout
         while len(seen) < count:

@@ -69,7 +69,6 @@ def run(servers: list[Server], app_name: str, *, workers: int = 4, rounds: int =
 
     def measure(server: Server, r: int) -> Sample:
         with RunningServer(server, app, workers) as srv:
-            srv.wait_ready()
             srv.wait_workers(workers)
             _warm_up(srv.port)
             time.sleep(0.5)

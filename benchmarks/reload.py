@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from _http import REQUEST_ERRORS, Connection, StaleConnectionError
 from _proc import is_alive
 from _report import fmt, median, table, take_turns
-from _servers import DEFAULT_SERVERS, RunningServer, Server, get_app, select_servers
+from _servers import DEFAULT_SERVERS, RunningServer, Server, capable, get_app, select_servers
 
 
 @dataclass
@@ -180,16 +180,10 @@ def run(
 ) -> ReloadResult:
     app = get_app(app_name)
     result = ReloadResult(app.name, workers, connections, rounds)
-    capable = []
-    for server in servers:
-        if server.reloads_on_hup:
-            capable.append(server)
-        else:
-            result.left_out[server.name] = server.note or "no reload signal"
+    able = capable(servers, lambda s: s.reloads_on_hup, result.left_out, "no reload signal")
 
     def measure(server: Server, r: int) -> Sample:
         with RunningServer(server, app, workers) as srv:
-            srv.wait_ready()
             old = srv.wait_workers(workers)
             sample = asyncio.run(_reload_under_load(srv, old, connections=connections, timeout=timeout))
         s = sample.stats
@@ -199,7 +193,7 @@ def run(
         )
         return sample
 
-    result.samples = take_turns(capable, rounds, measure, result.left_out)
+    result.samples = take_turns(able, rounds, measure, result.left_out)
     return result
 
 

@@ -27,6 +27,7 @@ from _servers import (
     App,
     RunningServer,
     Server,
+    capable,
     get_app,
     select_servers,
 )
@@ -122,23 +123,17 @@ def run(
 ) -> ScaleUpResult:
     app = get_app(app_name)
     result = ScaleUpResult(app.name, workers, rounds, samples)
-    capable = []
-    for server in servers:
-        if server.scales_on_ttin:
-            capable.append(server)
-        else:
-            result.left_out[server.name] = server.note or "no signal to add a worker"
+    able = capable(servers, lambda s: s.scales_on_ttin, result.left_out, "no signal to add a worker")
 
     def measure(server: Server, r: int) -> list[Sample]:
         return _measure(server, app, workers, samples, timeout, label=f"{app.name} round {r + 1}")
 
-    result.samples = take_turns(capable, rounds, measure, result.left_out)
+    result.samples = take_turns(able, rounds, measure, result.left_out)
     return result
 
 
 def _measure(server: Server, app: App, workers: int, samples: int, timeout: float, label: str) -> list[Sample]:
     with RunningServer(server, app, workers) as srv:
-        srv.wait_ready()
         srv.wait_workers(workers)
         taken = []
         for i in range(samples):

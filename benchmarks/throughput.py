@@ -123,7 +123,6 @@ def run(
         running = {s.name: stack.enter_context(RunningServer(s, app, workers)) for s in servers}
         for name, srv in list(running.items()):
             try:
-                srv.wait_ready()
                 srv.wait_workers(workers)
             except ServerFailedError as exc:
                 print(f"  {name}: {exc}")
