@@ -15,7 +15,10 @@ from asgiscale.main import cli, run, run_command
 
 def test_cli_run_and_config_keep_the_same_parameters() -> None:
     options = {p.name for p in run_command.params}
-    assert options == {f.name for f in dataclasses.fields(Config)}
+    # A negatable setting also has its --no-NAME switch (`--no-admin`).
+    negations = {"no_" + f.name for f in dataclasses.fields(Config) if f.metadata["negatable"]}
+    assert negations == {"no_admin"}
+    assert options == {f.name for f in dataclasses.fields(Config)} | negations
     # run() takes the app positionally and every other Config field as a keyword.
     parameters = inspect.signature(run).parameters
     assert list(parameters) == ["app", "options"]

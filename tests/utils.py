@@ -59,7 +59,8 @@ class AsgiscaleProcess:
         self, args: list[str], cwd: Path, env: dict[str, str] | None = None, log_dir: Path | None = None
     ) -> None:
         self.port = free_port()
-        self.args = ["--host", "127.0.0.1", "--port", str(self.port), *args]
+        admin = [] if any(a.startswith(("--admin", "--no-admin")) for a in args) else ["--admin", "127.0.0.1:0"]
+        self.args = ["--host", "127.0.0.1", "--port", str(self.port), *admin, *args]
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
         self.log_path = (log_dir or cwd) / f"asgiscale-{self.port}.log"
@@ -115,6 +116,15 @@ class AsgiscaleProcess:
             return wait_for(matches, timeout, f"{count} ready workers")  # type: ignore[no-any-return]
         except AssertionError as exc:
             raise AssertionError(f"{exc}; now {sorted(self.ready_workers())}\n{self.log()}") from None
+
+    def admin(self, timeout: float = 20) -> tuple[int, str]:
+        """(pid, base URL) of the admin server, from the log."""
+        found = self.wait_log(r"Admin server \[(\d+)\] on (http://\S+)", timeout)
+        return int(found[1]), found[2]
+
+    @property
+    def admin_url(self) -> str:
+        return self.admin()[1]
 
     def wait_log(self, pattern: str, timeout: float = 20) -> re.Match[str]:
         return wait_for(lambda: re.search(pattern, self.log()), timeout, f"{pattern!r} in the log\n{self.log()}")  # type: ignore[no-any-return]

@@ -38,6 +38,9 @@ LOOPS = ("auto", "asyncio", "uvloop")
 HTTP_IMPLS = ("auto", "h11", "httptools")
 WS_IMPLS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 
+DEFAULT_ADMIN = "127.0.0.1:9000"
+OFF = "off"
+
 # Exit codes of `asgiscale run`, shared by the CLI and the supervisor.
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILURE = 3
@@ -56,8 +59,10 @@ def _field(
     minimum: float | None = None,
     maximum: float | None = None,
     secret: bool = False,
+    negatable: bool = False,
 ) -> Any:
     metadata = {
+        "negatable": negatable,
         "help": help,
         "flags": flags,
         "choices": choices,
@@ -131,6 +136,16 @@ class Config:
     startup_timeout: float = _field(
         120, "Kill a worker not ready this many seconds after it was forked (0 disables).", minimum=0
     )
+    admin: str = _field(
+        DEFAULT_ADMIN,
+        "Serve /healthz, /readyz, /metrics, /status and the dashboard on this HOST:PORT ('off' or --no-admin "
+        "to disable; port 0 picks a free one).",
+        negatable=True,
+    )
+    metrics: bool = _field(True, "Count every request per worker (the instrumentation middleware).")
+    readiness: str | None = _field(
+        None, "An app readiness check 'module:callable' (sync or async, returns a bool), consulted by /readyz."
+    )
     loop: str = _field("auto", "Event loop implementation.", choices=LOOPS)
     http: str = _field("auto", "HTTP/1.1 protocol implementation.", choices=HTTP_IMPLS)
     ws: str = _field("auto", "WebSocket protocol implementation.", choices=WS_IMPLS)
@@ -147,6 +162,21 @@ class Config:
             raise ConfigError("'uds' and 'fd' are both set; choose one way to listen")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("'ssl_keyfile' is set without 'ssl_certfile'; give both to serve TLS")
+        self.admin_address  # noqa: B018 - validates
+        if self.readiness is not None and ":" not in self.readiness:
+            raise ConfigError(f"'readiness' must look like 'module:callable', got {self.readiness!r}")
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """(host, port) of the admin server, or None when it is off."""
+        text = self.admin.strip()
+        if text.lower() in (OFF, "", "none", "false", "no"):
+            return None
+        host, _, port = text.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"'admin' must be HOST:PORT (like {DEFAULT_ADMIN}) or 'off', got {self.admin!r}")
+        return host, int(port)
 
     @classmethod
     def from_sources(
@@ -361,7 +391,7 @@ def settings_markdown() -> str:
     for field in fields():
         flags = field.metadata["flags"] or ("--" + field.name.replace("_", "-"),)
         base, optional = field_type(field)
-        if base is bool and field.name != "app":
+        if (base is bool or field.metadata["negatable"]) and field.name != "app":
             flags = tuple(f"{flag}/--no-{flag[2:]}" for flag in flags[:1])
         flag = "APP (argument)" if field.name == "app" else ", ".join(f"`{f}`" for f in flags)
         kind = _describe_type(field) + (" or none" if optional else "")

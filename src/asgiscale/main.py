@@ -62,6 +62,10 @@ def _options() -> list[click.Parameter]:
         if base is bool:
             negative = "--no-" + flags[0][2:]
             params.append(click.Option([f"{flags[0]}/{negative}", field.name], default=None, help=help_text))
+        elif field.metadata["negatable"]:
+            params.append(click.Option([*flags, field.name], default=None, help=help_text))
+            negative = "--no-" + flags[0][2:]
+            params.append(click.Option([negative, "no_" + field.name], is_flag=True, default=False, help="Disable it."))
         elif base is tuple:
             params.append(click.Option([*flags, field.name], multiple=True, help=help_text))
         else:
@@ -74,6 +78,9 @@ def _options() -> list[click.Parameter]:
 
 
 def _run_command(**values: Any) -> None:
+    for field in config_module.fields():
+        if field.metadata["negatable"] and values.pop("no_" + field.name):
+            values[field.name] = config_module.OFF
     given = {name: value for name, value in values.items() if value is not None and value != ()}
     try:
         config = Config.from_sources(given, env=os.environ)

@@ -34,7 +34,8 @@ def test_serves_on_forked_workers_of_one_preloaded_process(probe_dir: Path) -> N
         # were forked from the pre-loaded process, not started from scratch.
         children = {c.pid for c in supervisor.children()}
         assert workers <= children
-        (preloaded,) = children - workers
+        admin_pid, _ = server.admin()
+        (preloaded,) = children - workers - {admin_pid}
         # The pre-loaded process leads its own process group, inherited by what it forks.
         assert {os.getpgid(w) for w in workers} == {preloaded}
         assert server.stop() == 0
@@ -332,7 +333,7 @@ def test_listener_refuses_connections_once_closed_even_with_reload(probe_dir: Pa
 def test_lost_preloaded_process_is_replaced_and_workers_still_heal(probe_dir: Path) -> None:
     with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
         workers = server.wait_workers(2)
-        (preloaded,) = {c.pid for c in psutil.Process(server.pid).children()} - workers
+        (preloaded,) = {c.pid for c in psutil.Process(server.pid).children()} - workers - {server.admin()[0]}
         os.kill(preloaded, signal.SIGKILL)
         server.wait_log(r"The pre-loaded process \[\d+\] died")
         server.wait_log("Code loaded \\(generation 2")

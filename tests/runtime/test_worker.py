@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from asgiscale.runtime.shm import SlotTable, WorkerState
-from asgiscale.runtime.worker import WorkerServer
+from asgiscale.runtime.worker import WorkerServer, WorkerSettings
 from tests.utils import wait_for
 
 release = threading.Event()
@@ -39,7 +39,7 @@ class Served:
         self.sock.listen(128)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_keep_alive=5)
-        self.server = WorkerServer(config, self.slot, supervisor_pid=os.getppid(), graceful_timeout=10)
+        self.server = WorkerServer(config, self.slot, os.getppid(), WorkerSettings(graceful_timeout=10))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
 

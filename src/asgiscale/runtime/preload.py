@@ -25,6 +25,7 @@ import traceback
 from typing import Any, NoReturn
 
 import uvicorn
+from uvicorn.importer import ImportFromStringError, import_from_string
 
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import worker
@@ -63,7 +64,7 @@ class Preloader:
         if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
             ours.close()
             detach_from_supervisor(close_fds)
-            _main(config, theirs, listeners, table, log_config, supervisor_pid)
+            _main(config, generation, theirs, listeners, table, log_config, supervisor_pid)
         theirs.close()
         return cls(generation, pid, ours)
 
@@ -138,6 +139,7 @@ def build_uvicorn_config(config: Config, log_config: dict[str, Any]) -> uvicorn.
 
 def _main(
     config: Config,
+    generation: int,
     control: socket.socket,
     listeners: list[socket.socket],
     table: SlotTable,
@@ -148,7 +150,7 @@ def _main(
     try:
         os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
         try:
-            uv_config = _load(config, log_config)
+            uv_config, settings = _load(config, generation, log_config)
         except BaseException as exc:
             if not isinstance(exc, SystemExit):
                 traceback.print_exc()
@@ -163,7 +165,7 @@ def _main(
                 return  # type: ignore[misc]
             slot = int(message[1])
             try:
-                pid = _fork_worker(uv_config, listeners, table, slot, supervisor_pid, config, control)
+                pid = _fork_worker(uv_config, listeners, table, slot, supervisor_pid, settings, control)
             except (OSError, ValueError) as exc:  # e.g. EAGAIN: too many processes; the supervisor retries
                 control.send(f"failed {slot} {exc}".encode()[:256])
                 continue
@@ -176,14 +178,29 @@ def _main(
         os._exit(code)
 
 
-def _load(config: Config, log_config: dict[str, Any]) -> uvicorn.Config:
+def _load(config: Config, generation: int, log_config: dict[str, Any]) -> tuple[uvicorn.Config, worker.WorkerSettings]:
     app_dir = os.path.abspath(config.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     importlib.invalidate_caches()
     uv_config = build_uvicorn_config(config, log_config)
     uv_config.load()
-    return uv_config
+    readiness = None
+    if config.readiness:
+        try:
+            readiness = import_from_string(config.readiness)
+        except ImportFromStringError as exc:
+            logger.error("Could not load the --readiness check: %s", exc)
+            raise SystemExit(EXIT_STARTUP_FAILURE) from None
+        if not callable(readiness):
+            logger.error(
+                "--readiness %r is not callable; give a function that returns True when ready.", config.readiness
+            )
+            raise SystemExit(EXIT_STARTUP_FAILURE)
+    settings = worker.WorkerSettings(
+        graceful_timeout=config.graceful_timeout, metrics=config.metrics, readiness=readiness, generation=generation
+    )
+    return uv_config, settings
 
 
 def _fork_worker(
@@ -192,7 +209,7 @@ def _fork_worker(
     table: SlotTable,
     slot: int,
     supervisor_pid: int,
-    config: Config,
+    settings: worker.WorkerSettings,
     control: socket.socket,
 ) -> int:  # pragma: no cover - runs in the child, measured through the process tests
     read_end, write_end = os.pipe()
@@ -205,7 +222,7 @@ def _fork_worker(
             if pid == 0:
                 os.close(write_end)
                 control.close()
-                worker.serve(uv_config, listeners, table.slot(slot), supervisor_pid, config.graceful_timeout)
+                worker.serve(uv_config, listeners, table.slot(slot), supervisor_pid, settings)
             os.write(write_end, str(pid).encode())
         finally:
             os._exit(0)  # an empty pipe tells the pre-loaded process that the fork failed

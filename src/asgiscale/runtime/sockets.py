@@ -23,6 +23,12 @@ def bind(config: Config) -> socket.socket:
     return _bind_tcp(config.host, config.port, config.backlog, config.bind_description)
 
 
+def bind_admin(host: str, port: int) -> socket.socket:
+    """The admin server's listening socket."""
+    shown = f"[{host}]" if ":" in host else host
+    return _bind_tcp(host, port, 128, f"the admin address {shown}:{port}", flag="--admin")
+
+
 def describe(sock: socket.socket, config: Config) -> str:
     if sock.family in (socket.AF_INET, socket.AF_INET6) and config.fd is None:
         host, port = sock.getsockname()[:2]
@@ -80,29 +86,29 @@ def _remove_stale(path: str) -> None:
     raise BindError(f"cannot listen on unix:{path}: another server is listening there; stop it first")
 
 
-def _bind_tcp(host: str, port: int, backlog: int, where: str) -> socket.socket:
+def _bind_tcp(host: str, port: int, backlog: int, where: str, flag: str = "--port") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
-        raise BindError(f"cannot listen on {where}: {_advice(exc, host)}") from None
+        raise BindError(f"cannot listen on {where}: {_advice(exc, host, flag)}") from None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot listen on {where}: {_advice(exc, host)}") from None
+        raise BindError(f"cannot listen on {where}: {_advice(exc, host, flag)}") from None
     return sock
 
 
-def _advice(exc: OSError, host: str) -> str:
+def _advice(exc: OSError, host: str, flag: str) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return "the address is already in use; stop the other server or choose another --port"
+        return f"the address is already in use; stop the other server or choose another {flag}"
     if exc.errno == errno.EACCES:
-        return "permission denied; ports below 1024 need privileges, choose a --port above 1024"
+        return f"permission denied; ports below 1024 need privileges, choose a {flag} port above 1024"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of its addresses"
     if isinstance(exc, socket.gaierror):
-        return f"the host {host!r} cannot be resolved; check --host"
+        return f"the host {host!r} cannot be resolved; check {'--host' if flag == '--port' else flag}"
     return exc.strerror or str(exc)

@@ -22,12 +22,14 @@ import time
 from typing import Any
 
 from asgiscale import _logging
-from asgiscale.config import EXIT_STARTUP_FAILURE, Config
-from asgiscale.runtime import sockets
+from asgiscale.config import DEFAULT_ADMIN, EXIT_STARTUP_FAILURE, Config
+from asgiscale.runtime import metrics, sockets
 from asgiscale.runtime._process import SUPERVISOR_SIGNALS
+from asgiscale.runtime.admin import AdminProcess
+from asgiscale.runtime.events import EventForwarder
 from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Spawn
 from asgiscale.runtime.preload import Preloader
-from asgiscale.runtime.shm import SlotTable, WorkerState
+from asgiscale.runtime.shm import RESTART_REASONS, Block, SlotTable, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
 
@@ -37,12 +39,17 @@ DUMP_GRACE = 0.2
 PR_SET_CHILD_SUBREAPER = 36
 # Consecutive failures to load the running code again (its process died) before giving up.
 MAX_LOAD_FAILURES = 5
+# An admin server that has run this long resets its restart back-off.
+HEALTHY_ADMIN = 30.0
+ADMIN_STOP_TIMEOUT = 2.0
 
 
-class Stage(enum.Enum):
-    RUNNING = "running"
-    DELAYING = "delaying"  # told to stop; still serving for shutdown_delay
-    DRAINING = "draining"  # listener closed; waiting for the workers to finish
+class Stage(enum.IntEnum):
+    """Published in the shared block (`Block.STAGE`) for the admin process's /readyz."""
+
+    RUNNING = 0
+    DELAYING = 1  # told to stop; still serving for shutdown_delay
+    DRAINING = 2  # listener closed; waiting for the workers to finish
 
 
 class Supervisor:
@@ -66,6 +73,11 @@ class Supervisor:
         self.close_at = 0.0
         self.exit_code = 0
         self.listeners: list[socket.socket] = []
+        self.admin: AdminProcess | None = None
+        self.admin_socket: socket.socket | None = None
+        self.events = EventForwarder()
+        self._admin_failures = 0
+        self._admin_retry_at = 0.0
         self._generations = 0
         self._pending_kills: dict[int, float] = {}
         self._watcher_pid: int | None = None
@@ -83,13 +95,21 @@ class Supervisor:
         _become_subreaper()
         try:
             self.listeners = [sockets.bind(self.config)]
+            self.admin_socket = self._bind_admin()
         except sockets.BindError as exc:
             logger.error("%s", exc)
+            for sock in self.listeners:
+                sock.close()
             return EXIT_STARTUP_FAILURE
         self._install_signals()
+        self.table.set(Block.PID, os.getpid())
+        self.table.set(Block.STARTED_NS, time.time_ns())
+        self.table.set(Block.TARGET, self.fleet.target)
+        logging.getLogger("asgiscale").addHandler(self.events)
         try:
             address = sockets.describe(self.listeners[0], self.config)
             logger.info("asgiscale running %s on %s (Press CTRL+C to quit)", self.config.app, address)
+            self._start_admin()
             self._load_generation()
             if self.config.reload:
                 self._start_watcher()
@@ -109,10 +129,22 @@ class Supervisor:
         if self.stage is Stage.DELAYING and now >= self.close_at:
             self._close_listeners()
         self._ensure_preloader(now)
+        self._ensure_admin(now)
         for action in self.fleet.plan(now):
             self._execute(action, now)
         self._deliver_kills(now)
         self._retire_preloaders()
+        self._publish()
+
+    def _publish(self) -> None:
+        """The supervisor's facts in the shared block, for the admin process."""
+        table = self.table
+        table.set(Block.HEARTBEAT_NS, time.monotonic_ns())
+        table.set(Block.STAGE, self.stage)
+        table.set(Block.TARGET, self.fleet.target)
+        table.set(Block.GENERATION, self.fleet.generation or 0)
+        for i, reason in enumerate(RESTART_REASONS):
+            table.set(Block.RESTARTS + i, self.fleet.restarts[reason])
 
     def _finished(self) -> bool:
         return self.stage is Stage.DRAINING and not self.fleet.workers and not self.preloaders
@@ -138,9 +170,13 @@ class Supervisor:
         if self.stage is Stage.RUNNING:
             delay = self.config.shutdown_delay
             logger.info(
-                "Stopping: serving %.3gs more, then draining for up to %.3gs.", delay, self.config.graceful_timeout
+                "Stopping: serving %.3gs more, then draining for up to %.3gs.",
+                delay,
+                self.config.graceful_timeout,
+                extra={"event": "stop"},
             )
             self.stage = Stage.DELAYING
+            self.table.set(Block.STAGE, self.stage)  # /readyz answers 503 from now on
             self.close_at = time.monotonic() + delay
         elif self.stage is Stage.DELAYING:
             logger.info("Stopping now: the listener closes.")
@@ -158,7 +194,9 @@ class Supervisor:
         if self._loading():
             self._reload_pending = True  # coalesce: load once more when the current load ends
             return
-        logger.info("Reloading: loading the new code, then replacing the workers one at a time.")
+        logger.info(
+            "Reloading: loading the new code, then replacing the workers one at a time.", extra={"event": "reload"}
+        )
         self._load_generation()
 
     def handle_sigttin(self) -> None:
@@ -178,12 +216,18 @@ class Supervisor:
             logger.warning("Workers: staying at %d, the most this supervisor was sized for.", limit)
         target = max(1, min(target, limit))
         if target != self.fleet.target:
-            logger.info("Workers: %d -> %d.", self.fleet.target, target)
+            logger.info("Workers: %d -> %d.", self.fleet.target, target, extra={"event": "scale"})
+            self.table.add(Block.SCALE_UP if target > self.fleet.target else Block.SCALE_DOWN)
             self.fleet.target = target
 
     def _on_preloader_status(self, preloader: Preloader) -> None:
         if preloader.read_status():
-            logger.info("Code loaded (generation %d, pre-loaded process [%d]).", preloader.generation, preloader.pid)
+            logger.info(
+                "Code loaded (generation %d, pre-loaded process [%d]).",
+                preloader.generation,
+                preloader.pid,
+                extra={"event": "loaded"},
+            )
             self._load_failures = 0
             self.fleet.start_generation(preloader.generation)
         else:
@@ -238,7 +282,10 @@ class Supervisor:
             worker = self.fleet.exited(pid, exit_, now)
             preloader = next((p for p in self.preloaders.values() if p.pid == pid), None)
             if worker is not None:
+                metrics.fold(self.table, self.table.slot(worker.slot))
                 self._log_exit(worker.pid, worker.phase.value, worker.killed, exit_)
+            elif self.admin is not None and pid == self.admin.pid:
+                self._on_admin_exit(exit_, now)
             elif preloader is not None:
                 self._on_preloader_exit(preloader, exit_)
             elif pid == self._watcher_pid:
@@ -247,6 +294,17 @@ class Supervisor:
                     logger.error(
                         "The --reload watcher stopped (%s); file changes are no longer watched.", exit_.describe()
                     )
+
+    def _on_admin_exit(self, exit_: Exit, now: float) -> None:
+        assert self.admin is not None
+        self.events.disconnect()
+        self.admin.close()
+        self.admin = None
+        if self.stage is Stage.RUNNING:
+            self._admin_failures += 1
+            delay = min(2.0 ** (self._admin_failures - 1), 30.0)
+            logger.error("The admin server stopped (%s); starting it again in %gs.", exit_.describe(), delay)
+            self._admin_retry_at = now + delay
 
     def _on_preloader_exit(self, preloader: Preloader, exit_: Exit) -> None:
         preloader.reaped = True
@@ -265,7 +323,9 @@ class Supervisor:
                 continue  # not written yet
             ready = slot.state in (WorkerState.READY, WorkerState.DRAINING)
             if ready and worker.ready_at is None:
-                logger.info("Worker [%d] ready (generation %d).", worker.pid, worker.generation)
+                logger.info(
+                    "Worker [%d] ready (generation %d).", worker.pid, worker.generation, extra={"event": "ready"}
+                )
             self.fleet.observe(
                 worker.pid, ready=ready, heartbeat=slot.heartbeat_ns / 1e9, requests=slot.requests, now=now
             )
@@ -276,10 +336,11 @@ class Supervisor:
         if isinstance(action, Spawn):
             self._spawn(action, now)
         elif isinstance(action, Drain):
-            logger.info("Draining worker [%d] (%s).", action.pid, action.reason)
+            logger.info("Draining worker [%d] (%s).", action.pid, action.reason, extra={"event": "drain"})
             self._signal(action.pid, signal.SIGTERM)
         elif isinstance(action, Kill):
-            logger.error("Killing worker [%d] (%s).", action.pid, _KILL_REASONS.get(action.reason, action.reason))
+            reason = _KILL_REASONS.get(action.reason, action.reason)
+            logger.error("Killing worker [%d] (%s).", action.pid, reason, extra={"event": "kill"})
             if action.reason == "timeout":
                 self._signal(action.pid, signal.SIGUSR1)
                 self._pending_kills[action.pid] = now + DUMP_GRACE
@@ -316,7 +377,7 @@ class Supervisor:
             self._spawn_retry_at = now + 1.0
             return
         self.fleet.spawned(pid, free, action.generation, now)
-        logger.info("Started worker [%d] (%s).", pid, action.reason)
+        logger.info("Started worker [%d] (%s).", pid, action.reason, extra={"event": "spawn"})
 
     def _deliver_kills(self, now: float) -> None:
         for pid, when in list(self._pending_kills.items()):
@@ -335,6 +396,62 @@ class Supervisor:
             del self.preloaders[preloader.generation]
         preloader.stop()
 
+    def _bind_admin(self) -> socket.socket | None:
+        address = self.config.admin_address
+        if address is None:
+            return None
+        try:
+            return sockets.bind_admin(*address)
+        except sockets.BindError as exc:
+            if self.config.admin.strip() != DEFAULT_ADMIN:
+                raise
+            logger.warning("No admin server: %s (or --no-admin).", exc)
+            return None
+
+    def _start_admin(self) -> None:
+        if self.admin_socket is None:
+            return
+        try:
+            # It must not hold the app's listener open once the supervisor closes it.
+            close = self._own_fds(admin=False) + [sock.fileno() for sock in self.listeners]
+            self.admin = AdminProcess.start(self.config, self.table, self.admin_socket, self.log_config, close)
+        except OSError as exc:
+            logger.error("Could not start the admin server: %s; retrying.", exc)
+            return
+        self.events.connect(self.admin.events_fd)
+        host, port = self.admin_socket.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        logger.info(
+            "Admin server [%d] on http://%s:%d (dashboard; /healthz /readyz /metrics /status)",
+            self.admin.pid,
+            host,
+            port,
+        )
+
+    def _ensure_admin(self, now: float) -> None:
+        if self.admin is None and self.admin_socket is not None and self.stage is Stage.RUNNING:
+            if now >= self._admin_retry_at:
+                self._admin_retry_at = now + 1.0
+                self._start_admin()
+        elif self.admin is not None and self._admin_failures and now >= self._admin_retry_at + HEALTHY_ADMIN:
+            self._admin_failures = 0
+
+    def _stop_admin(self) -> None:
+        if self.admin is None:
+            return
+        self.events.disconnect()
+        self.admin.close()
+        self._signal(self.admin.pid, signal.SIGTERM)
+        deadline = time.monotonic() + ADMIN_STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if os.waitpid(self.admin.pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.01)
+        else:
+            self._signal(self.admin.pid, signal.SIGKILL)
+            os.waitpid(self.admin.pid, 0)
+        self.admin = None
+
     def _load_generation(self) -> None:
         self._generations += 1
         try:
@@ -346,9 +463,14 @@ class Supervisor:
             return
         self.preloaders[preloader.generation] = preloader
 
-    def _own_fds(self) -> list[int]:
-        """Descriptors a forked helper must not keep: our wakeup pipe and the control sockets."""
-        return [self._wakeup_r, self._wakeup_w, *(p.control.fileno() for p in self.preloaders.values())]
+    def _own_fds(self, admin: bool = True) -> list[int]:
+        """Descriptors a forked helper must not keep: our wakeup pipe, control sockets and the admin's."""
+        fds = [self._wakeup_r, self._wakeup_w, *(p.control.fileno() for p in self.preloaders.values())]
+        if self.admin is not None:
+            fds.append(self.admin.events_fd)
+        if admin and self.admin_socket is not None:
+            fds.append(self.admin_socket.fileno())
+        return fds
 
     def _close_listeners(self) -> None:
         logger.info("Closing the listener; draining %d worker(s).", len(self.fleet.workers))
@@ -376,7 +498,7 @@ class Supervisor:
 
     def _log_exit(self, pid: int, phase: str, killed: str, exit_: Exit) -> None:
         if phase == "draining" or self.stage is Stage.DRAINING:
-            logger.info("Worker [%d] stopped (%s).", pid, exit_.describe())
+            logger.info("Worker [%d] stopped (%s).", pid, exit_.describe(), extra={"event": "exit"})
         else:
             logger.error(
                 "Worker [%d] died while %s (%s)%s.",
@@ -384,6 +506,7 @@ class Supervisor:
                 phase,
                 exit_.describe(),
                 f" after {_KILL_REASONS.get(killed, killed)}" if killed else "",
+                extra={"event": "crash"},
             )
 
     # --- process plumbing ------------------------------------------------------------
@@ -414,6 +537,10 @@ class Supervisor:
             self._signal(self._watcher_pid, signal.SIGTERM)
         for preloader in list(self.preloaders.values()):
             self._forget_preloader(preloader)
+        self._stop_admin()
+        logging.getLogger("asgiscale").removeHandler(self.events)
+        if self.admin_socket is not None:
+            self.admin_socket.close()
         signal.set_wakeup_fd(-1)
         for sig in SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

@@ -2,9 +2,11 @@
 
 Differences from a plain uvicorn server, each for one lifecycle promise:
 
-* it writes READY into its slot once listening, and on every tick (100 ms) an event-loop
-  heartbeat, the requests served and the requests in flight, read from uvicorn's own
-  server state: nothing is added to the per-request path;
+* it wraps the app in the instrumentation middleware (unless --no-metrics), writes READY
+  into its slot once listening, and on every tick (100 ms) an event-loop heartbeat and
+  the middleware's in-flight and busy figures;
+* with --readiness, it runs the app's readiness check every second and publishes the
+  answer in its slot (a failing check makes the service unready; it never kills a worker);
 * SIGTERM drains: the listener closes at once (the other workers keep accepting on the
   shared socket), every further response carries `Connection: close`, and idle keep-alive
   connections are left to their keep-alive timeout instead of being cut while a request
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
+import inspect
 import logging
 import os
 import signal
@@ -34,19 +38,42 @@ from typing import Any, NoReturn
 import uvicorn
 
 from asgiscale.config import EXIT_STARTUP_FAILURE
+from asgiscale.runtime.metrics import Recorder
+from asgiscale.runtime.middleware import MetricsMiddleware
 from asgiscale.runtime.shm import Field, Slot, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
+
+READINESS_PERIOD = 1.0
+READINESS_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs from the Config besides uvicorn's own settings."""
+
+    graceful_timeout: float = 30.0
+    metrics: bool = True
+    readiness: Callable[[], Any] | None = None
+    generation: int = 0
 
 
 class WorkerServer(uvicorn.Server):
     """uvicorn's server with a slot, a heartbeat and a drain that drops no request."""
 
-    def __init__(self, config: uvicorn.Config, slot: Slot, supervisor_pid: int, graceful_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, slot: Slot, supervisor_pid: int, settings: WorkerSettings) -> None:
         super().__init__(config)
         self.slot = slot
         self.supervisor_pid = supervisor_pid
-        self.graceful_timeout = graceful_timeout
+        self.graceful_timeout = settings.graceful_timeout
+        self.readiness = settings.readiness
+        self.metrics: MetricsMiddleware | None = None
+        if settings.metrics:
+            if not config.loaded:
+                config.load()
+            self.metrics = MetricsMiddleware(config.loaded_app, Recorder(slot))
+            config.loaded_app = self.metrics
+        self._readiness_task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -60,18 +87,56 @@ class WorkerServer(uvicorn.Server):
         if self.started:
             self.slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
             self.slot.set(Field.STATE, WorkerState.READY)
+            if self.readiness is not None:
+                self._readiness_task = asyncio.create_task(self._check_readiness(self.readiness))
 
     async def on_tick(self, counter: int) -> bool:
-        self.slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
-        self.slot.set(Field.REQUESTS, self.server_state.total_requests)
-        self.slot.set(Field.IN_FLIGHT, len(self.server_state.tasks))
+        slot = self.slot
+        slot.set(Field.HEARTBEAT_NS, time.monotonic_ns())
+        slot.set(Field.REQUESTS, self.server_state.total_requests)
+        metrics = self.metrics
+        if metrics is None:
+            slot.set(Field.IN_FLIGHT, len(self.server_state.tasks))
+        else:
+            slot.set(Field.IN_FLIGHT, metrics.active)
+            slot.set(Field.WS_ACTIVE, metrics.websockets)
+            slot.set(Field.WS_TOTAL, metrics.websockets_total)
+            slot.set(Field.BUSY_NS, metrics.busy_ns())
         if os.getppid() != self.supervisor_pid and not self.should_exit:
             logger.warning("The supervisor is gone; worker [%d] stops.", os.getpid())
             self.should_exit = True
         return await super().on_tick(counter)
 
+    async def _check_readiness(self, check: Callable[[], Any]) -> None:
+        """Publish the app's own readiness answer, once a second; a failure is logged when it starts."""
+        passing: bool | None = None
+        is_async = inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(type(check).__call__)
+        while not self.should_exit:
+            problem = ""
+            try:
+                if is_async:
+                    answer = await asyncio.wait_for(check(), READINESS_TIMEOUT)
+                else:
+                    answer = await asyncio.wait_for(asyncio.to_thread(check), READINESS_TIMEOUT)
+                if not answer:
+                    problem = f"it returned {answer!r}"
+            except asyncio.TimeoutError:
+                problem = f"it did not answer within {READINESS_TIMEOUT:g}s"
+            except Exception as exc:
+                problem = f"it raised {type(exc).__name__}: {exc}"
+            if passing is not (not problem):
+                if problem:
+                    logger.warning("Worker [%d] is not ready: the --readiness check failed (%s).", os.getpid(), problem)
+                elif passing is not None:
+                    logger.info("Worker [%d] is ready again: the --readiness check passes.", os.getpid())
+            passing = not problem
+            self.slot.set(Field.APP_READY, int(passing))
+            await asyncio.sleep(READINESS_PERIOD)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.slot.set(Field.STATE, WorkerState.DRAINING)
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
         self.config.loaded_app = _closing(self.config.loaded_app)
         for server in self.servers:
             server.close()
@@ -94,7 +159,7 @@ def serve(
     sockets: list[socket.socket],
     slot: Slot,
     supervisor_pid: int,
-    graceful_timeout: float,
+    settings: WorkerSettings,
 ) -> NoReturn:
     """The body of a freshly forked worker process; never returns."""
     code = 0
@@ -103,9 +168,11 @@ def serve(
         # The supervisor sends SIGUSR1 before killing a blocked worker: show where it was stuck.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         _wait_for_adoption(supervisor_pid)
+        slot.set(Field.STARTED_NS, time.time_ns())
+        slot.set(Field.GENERATION, settings.generation)
         slot.set(Field.PID, os.getpid())
         slot.set(Field.STATE, WorkerState.BOOTING)
-        server = WorkerServer(config, slot, supervisor_pid, graceful_timeout)
+        server = WorkerServer(config, slot, supervisor_pid, settings)
         server.run(sockets=sockets)
         if not server.started:
             code = EXIT_STARTUP_FAILURE

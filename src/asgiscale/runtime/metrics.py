@@ -1,0 +1,232 @@
+"""Request metrics in the shared slots: the worker's writer, the supervisor's fold, the readers' view.
+
+A worker records each finished request into its own slot (`Recorder`); when a worker
+dies the supervisor adds the slot's counts to the retired slot (`fold`); readers take a
+consistent `Reading` of the whole table (`read`) and sum it (`Totals`). Counts of the dead
+live on in the retired slot, so no total ever goes backwards.
+
+    >>> table = SlotTable(2)
+    >>> recorder = Recorder(table.slot(0))
+    >>> recorder.record("GET", 200, 3_000_000)
+    >>> Totals.of(read(table)).requests
+    1
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import time
+
+from asgiscale.runtime.shm import (
+    BLOCK_WORDS,
+    BUCKETS,
+    COUNTERS,
+    DURATION_BUCKETS,
+    HEADER_WORDS,
+    SERIES_SUM,
+    SERIES_WORDS,
+    Block,
+    Field,
+    Slot,
+    SlotTable,
+    WorkerState,
+)
+
+# The request methods OpenTelemetry names; any other is recorded as "_OTHER".
+METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE", "_OTHER")
+_METHOD_CODE = {name: code for code, name in enumerate(METHODS, start=1)}
+_OTHER_METHOD = _METHOD_CODE["_OTHER"]
+# The series a slot's pairs share once its own series are all taken.
+OVERFLOW_KEY = _OTHER_METHOD << 16
+_BOUNDS_NS = [round(bound * 1e9) for bound in DURATION_BUCKETS]
+
+
+def series_key(method: str, status: int) -> int:
+    return _METHOD_CODE.get(method, _OTHER_METHOD) << 16 | status
+
+
+def series_labels(key: int) -> tuple[str, int]:
+    """(method, status) of a series key; status 0 is the overflow series."""
+    return METHODS[(key >> 16) - 1], key & 0xFFFF
+
+
+class Recorder:
+    """The writing end of one worker's slot; only that worker may hold one."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.words = slot.words
+        self.slot = slot
+        self._positions: dict[str, dict[int, int]] = {}
+        self._free = 0
+        self._request_bytes = slot.position(Field.REQUEST_BYTES)
+        self._response_bytes = slot.position(Field.RESPONSE_BYTES)
+
+    def record(self, method: str, status: int, duration_ns: int, received: int = 0, sent: int = 0) -> None:
+        """One finished HTTP request."""
+        try:
+            position = self._positions[method][status]
+        except KeyError:
+            position = self._allocate(method, status)
+        words = self.words
+        words[position + 1 + bisect.bisect_left(_BOUNDS_NS, duration_ns)] += 1
+        words[position + SERIES_SUM] += duration_ns
+        if received:
+            words[self._request_bytes] += received
+        if sent:
+            words[self._response_bytes] += sent
+
+    def _allocate(self, method: str, status: int) -> int:
+        key = series_key(method, status)
+        if self._free < self.slot.series - 1:
+            position = _series_position(self.slot, self._free)
+            self._free += 1
+        else:
+            key = OVERFLOW_KEY
+            position = _series_position(self.slot, self.slot.series - 1)
+        # The counts are zero already (the slot was reset); the key makes the series visible.
+        self.words[position] = key
+        self._positions.setdefault(method, {})[status] = position
+        return position
+
+
+def fold(table: SlotTable, slot: Slot) -> None:
+    """Add a dead worker's counts to the retired slot and free its slot, as one step for readers."""
+    words = slot.read()
+    retired = table.retired
+    table.add(Block.SEQUENCE)  # odd: readers retry until the fold is over
+    try:
+        for field in COUNTERS:
+            table.words[retired.base + field] += words[field]
+        for key, offset in _series(words, slot.series):
+            position = _find_series(table, retired, key)
+            for i in range(1, SERIES_WORDS):
+                table.words[position + i] += words[offset + i]
+        slot.set(Field.STATE, WorkerState.EMPTY)
+        slot.set(Field.PID, 0)
+    finally:
+        table.add(Block.SEQUENCE)
+
+
+def _find_series(table: SlotTable, slot: Slot, key: int) -> int:
+    last = _series_position(slot, slot.series - 1)
+    for index in range(slot.series - 1):
+        position = _series_position(slot, index)
+        found = table.words[position]
+        if found == key:
+            return position
+        if found == 0:
+            table.words[position] = key
+            return position
+    table.words[last] = OVERFLOW_KEY
+    return last
+
+
+def _series_position(slot: Slot, index: int) -> int:
+    return slot.base + HEADER_WORDS + index * SERIES_WORDS
+
+
+def _series(words: list[int], count: int) -> list[tuple[int, int]]:
+    """(key, offset) of every series in use in a slot's words."""
+    found = []
+    for index in range(count):
+        offset = HEADER_WORDS + index * SERIES_WORDS
+        if words[offset]:
+            found.append((words[offset], offset))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """Every word that matters, taken while no fold was under way."""
+
+    block: list[int]
+    workers: dict[int, list[int]]  # slot index -> the words of a slot in use
+    retired: list[int]
+    taken_ns: int  # time.monotonic_ns() of the reading
+
+    def worker_slots(self) -> list[tuple[int, list[int]]]:
+        return sorted(self.workers.items())
+
+
+def read(table: SlotTable, attempts: int = 1000) -> Reading:
+    """A consistent reading of the table: no dead worker counted twice or not at all."""
+    words = table.words
+    for _ in range(attempts):
+        before = words[Block.SEQUENCE]
+        if before % 2:
+            time.sleep(0.0001)
+            continue
+        workers = {}
+        for index in range(table.capacity):
+            slot = table.slot(index)
+            if words[slot.base + Field.STATE] != WorkerState.EMPTY:
+                workers[index] = slot.read()
+        reading = Reading(
+            block=words[:BLOCK_WORDS].tolist(),
+            workers=workers,
+            retired=table.retired.read(),
+            taken_ns=time.monotonic_ns(),
+        )
+        if words[Block.SEQUENCE] == before:
+            return reading
+    raise TimeoutError("the supervisor kept the metric table busy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """Counts summed over live workers and retired ones."""
+
+    counters: dict[Field, int]
+    series: dict[int, tuple[list[int], int]]  # key -> (count per bucket, sum of durations in ns)
+
+    @classmethod
+    def of(cls, reading: Reading) -> Totals:
+        return cls.sum([words for _, words in reading.worker_slots()] + [reading.retired])
+
+    @classmethod
+    def sum(cls, slots: list[list[int]]) -> Totals:
+        """The totals of some slots' words (a worker slot or the retired one, which has more series)."""
+        counters = {field: 0 for field in COUNTERS}
+        series: dict[int, tuple[list[int], int]] = {}
+        for words in slots:
+            for field in COUNTERS:
+                counters[field] += words[field]
+            for key, offset in _series(words, (len(words) - HEADER_WORDS) // SERIES_WORDS):
+                buckets, total = series.get(key, ([0] * BUCKETS, 0))
+                added = [a + b for a, b in zip(buckets, words[offset + 1 : offset + 1 + BUCKETS], strict=True)]
+                series[key] = (added, total + words[offset + SERIES_SUM])
+        return cls(counters, series)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests answered (the count of the duration histogram)."""
+        return sum(sum(buckets) for buckets, _ in self.series.values())
+
+    def buckets(self) -> list[int]:
+        """Requests per duration bucket, over every method and status."""
+        merged = [0] * BUCKETS
+        for buckets, _ in self.series.values():
+            merged = [a + b for a, b in zip(merged, buckets, strict=True)]
+        return merged
+
+
+def quantile(q: float, buckets: list[int]) -> float | None:
+    """The q-quantile (seconds) of counts per duration bucket, interpolated inside the bucket.
+
+    Like Prometheus's histogram_quantile: a value past the last bound is reported as that bound.
+    """
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            if index == len(DURATION_BUCKETS):
+                return DURATION_BUCKETS[-1]
+            lower = DURATION_BUCKETS[index - 1] if index else 0.0
+            upper = DURATION_BUCKETS[index]
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return DURATION_BUCKETS[-1]
