@@ -8,6 +8,16 @@ from urllib.parse import parse_qs
 VERSION = "1"
 
 
+def ready():
+    """The --readiness check: ready once the file `ready.flag` exists in the working directory."""
+    return os.path.exists("ready.flag")
+
+
+async def ready_async():
+    await asyncio.sleep(0)
+    return os.path.exists("ready.flag")
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -35,5 +45,6 @@ async def app(scope, receive, send):
     body = f"{VERSION} {os.getpid()}".encode()
     if path == "/env":
         body = os.environ.get(query["name"], "").encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    status = int(query.get("status", 200))
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})

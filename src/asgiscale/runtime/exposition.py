@@ -69,9 +69,6 @@ def requests(reading: Reading) -> Iterator[Metric]:
     )
     counters = totals.counters
     yield _counter(
-        "asgiscale_http_requests_started", "HTTP requests started, as the server counts them.", counters[Field.REQUESTS]
-    )
-    yield _counter(
         "asgiscale_http_request_body_bytes", "Bytes of request bodies read by the app.", counters[Field.REQUEST_BYTES]
     )
     yield _counter(

@@ -44,7 +44,7 @@ class Field(enum.IntEnum):
     PID = 0
     STATE = 1
     HEARTBEAT_NS = 2  # time.monotonic_ns() of the worker's last event-loop tick
-    REQUESTS = 3  # HTTP requests started, as uvicorn counts them (also with --no-metrics)
+    REQUESTS = 3  # HTTP requests started, as uvicorn counts them, for --limit-max-requests
     IN_FLIGHT = 4  # HTTP requests being answered
     STARTED_NS = 5  # time.time_ns() when the worker was forked
     GENERATION = 6  # the code generation the worker runs
@@ -60,9 +60,9 @@ class Field(enum.IntEnum):
 
 
 HEADER_WORDS = 16
-# Header fields that count up for the life of a worker; the rest describe the present.
+# Header fields that count up for the life of a worker and are kept when it dies. WS_TOTAL
+# and BUSY_NS are copied in on the worker's 100 ms tick: a SIGKILL loses at most that much.
 COUNTERS = (
-    Field.REQUESTS,
     Field.WS_TOTAL,
     Field.BUSY_NS,
     Field.REQUEST_BYTES,
