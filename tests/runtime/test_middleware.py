@@ -21,7 +21,7 @@ from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from websockets.sync.client import connect
 
-from asgiscale.runtime.metrics import Recorder, Totals, read, series_labels
+from asgiscale.runtime.metrics import Recorder, Totals, series_labels
 from asgiscale.runtime.middleware import MetricsMiddleware
 from asgiscale.runtime.shm import Field, SlotTable, WorkerState
 from asgiscale.runtime.worker import WorkerServer, WorkerSettings

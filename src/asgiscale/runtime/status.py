@@ -237,5 +237,5 @@ def _by_status(totals: Totals) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for key, (buckets, _) in totals.series.items():
         status = series_labels(key)[1]
-        counts[str(status) if status else "other"] += sum(buckets)
+        counts[str(status) if status else "_OTHER"] += sum(buckets)
     return dict(sorted(counts.items()))
