@@ -108,9 +108,10 @@ def serving(metrics: bool) -> Iterator[Served]:
 
 
 def exchange(url: str) -> list[tuple[int, str]]:
-    with httpx.Client(base_url=url, timeout=10) as client:
-        answers = [client.get(path) for path in ("/stream", "/state", "/background", "/boom", "/missing")]
-        answers.append(client.post("/echo", content=b"x" * 1000))
+    # A connection per request: after an app error uvicorn closes the connection, and a
+    # client reusing it could race that close.
+    answers = [httpx.get(url + path, timeout=10) for path in ("/stream", "/state", "/background", "/boom", "/missing")]
+    answers.append(httpx.post(url + "/echo", content=b"x" * 1000, timeout=10))
     return [(r.status_code, r.text) for r in answers]
 
 

@@ -2,8 +2,8 @@
 
 It is transparent: scopes, messages, lifespan state and exceptions pass through
 unchanged; it only watches. For each HTTP request it records the method, the status, the
-duration (from the call of the app to the last body message sent, so background tasks
-after the response do not count as latency) and the body sizes into the worker's slot.
+duration (from the call of the app to the moment it hands over the last body message, so
+background tasks after the response do not count as latency) and the body sizes into the worker's slot.
 An exception before the response was complete is recorded as a 500 and raised again.
 WebSocket sessions are counted on their own and never appear as long requests.
 
@@ -40,20 +40,13 @@ class MetricsMiddleware:
         return self._busy_ns
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            self.websockets += 1
-            self.websockets_total += 1
-            try:
+        # One function for the HTTP path, on purpose: each extra call costs on every request.
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
                 await self.app(scope, receive, send)
-            finally:
-                self.websockets -= 1
-        else:
-            await self.app(scope, receive, send)
-
-    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+            return
         status = 500  # what the client gets if the app never starts a response
         received = sent = finished = 0
 
@@ -65,17 +58,20 @@ class MetricsMiddleware:
                 received += len(body)
             return message
 
-        async def send_counted(message: Any) -> None:
+        # Not a coroutine function: it hands back `send`'s own awaitable, which saves a frame
+        # per message. The duration therefore ends as the last body message is handed over.
+        def send_counted(message: Any) -> Any:
             nonlocal status, sent, finished
-            await send(message)
-            if message["type"] == "http.response.body":
+            kind = message["type"]
+            if kind == "http.response.body":
                 body = message.get("body")
                 if body:
                     sent += len(body)
                 if not message.get("more_body"):
                     finished = _now()
-            elif message["type"] == "http.response.start":
+            elif kind == "http.response.start":
                 status = message["status"]
+            return send(message)
 
         start = _now()
         if not self.active:
@@ -93,3 +89,11 @@ class MetricsMiddleware:
             if not self.active:
                 self._busy_ns += end - self._busy_since
             self.recorder.record(scope["method"], status, (finished or end) - start, received, sent)
+
+    async def _websocket(self, scope: Any, receive: Any, send: Any) -> None:
+        self.websockets += 1
+        self.websockets_total += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.websockets -= 1
