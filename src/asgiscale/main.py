@@ -14,6 +14,7 @@ import click
 
 from asgiscale import config as config_module
 from asgiscale.config import EXIT_USAGE, Config, ConfigError
+from asgiscale.top import top_command
 
 
 def run(app: str | None = None, **options: Any) -> None:
@@ -107,6 +108,7 @@ def cli() -> None:
 
 
 cli.add_command(run_command)
+cli.add_command(top_command)
 
 
 def main() -> None:
