@@ -20,7 +20,9 @@ def test_every_exposed_metric_is_documented() -> None:
     slot.reset()
     slot.set(Field.PID, 123)
     slot.set(Field.STATE, WorkerState.READY)
-    Recorder(slot).record("GET", 200, 1)
+    recorder = Recorder(slot)
+    recorder.record("GET", 200, 1)
+    recorder.flush()
     collector = TableCollector(lambda: (read(table), {123: Process(1.0, 1 << 20)}, True))
     exposed = set()
     for family in collector.collect():

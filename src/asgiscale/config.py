@@ -142,7 +142,7 @@ class Config:
         "to disable; port 0 picks a free one).",
         negatable=True,
     )
-    metrics: bool = _field(True, "Count every request per worker (the instrumentation middleware).")
+    metrics: bool = _field(True, "Count every request per worker (instrumentation inside uvicorn's request cycle).")
     readiness: str | None = _field(
         None, "An app readiness check 'module:callable' (sync or async, returns a bool), consulted by /readyz."
     )

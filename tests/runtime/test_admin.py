@@ -57,9 +57,14 @@ def test_scraped_counters_sum_exactly_over_workers_and_never_go_back_when_one_is
             response = httpx.request(method, server.url + path, headers={"connection": "close"}, timeout=10)
             assert response.status_code == status
             sent += 1
-        samples = scrape(admin)
         expected = {(method, str(status)): sent / len(MIX) for method, _, status in MIX}
-        assert by_status(samples) == expected
+
+        # Workers publish their counts on their 100 ms tick.
+        def exact() -> dict[str, dict[tuple[tuple[str, str], ...], float]] | None:
+            samples = scrape(admin)
+            return samples if by_status(samples) == expected else None
+
+        samples = wait_for(exact, 5, "exact counts")
         buckets = samples["http_server_request_duration_seconds_bucket"]
         assert sum(v for labels, v in buckets.items() if dict(labels)["le"] == "+Inf") == sent
         per_worker = {dict(labels)["pid"]: v for labels, v in samples["asgiscale_worker_http_requests_total"].items()}

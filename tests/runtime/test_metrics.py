@@ -27,10 +27,13 @@ def by_label(totals: Totals) -> dict[tuple[str, int], int]:
 def test_requests_land_in_their_method_status_and_duration_bucket() -> None:
     table = SlotTable(2)
     recorder = live_slot(table, 0, 100)
-    recorder.record("GET", 200, 3_000_000, sent=10)  # 3 ms: first bucket (le 0.005)
+    recorder.record("GET", 200, 3_000_000)  # 3 ms: first bucket (le 0.005)
     recorder.record("GET", 200, 5_000_000)  # exactly on a bound: that bucket (le is inclusive)
-    recorder.record("POST", 201, 80_000_000, received=7)  # 80 ms: le 0.1
+    recorder.record("POST", 201, 80_000_000)  # 80 ms: le 0.1
     recorder.record("BREW", 418, 20_000_000_000)  # 20 s: past the last bound
+    recorder.request_bytes, recorder.response_bytes = 7, 10
+    assert Totals.of(read(table)).requests == 0  # nothing is shared before the flush
+    recorder.flush()
     totals = Totals.of(read(table))
     assert by_label(totals) == {("GET", 200): 2, ("POST", 201): 1, ("_OTHER", 418): 1}
     get_buckets, get_sum = totals.series[metrics.series_key("GET", 200)]
@@ -47,6 +50,7 @@ def test_pairs_beyond_the_slot_share_the_overflow_series() -> None:
     recorder = live_slot(table, 0, 100)
     for status in range(200, 200 + SERIES + 5):
         recorder.record("GET", status, 1)
+    recorder.flush()
     labels = by_label(Totals.of(read(table)))
     assert len(labels) == SERIES
     assert labels[("_OTHER", 0)] == 6  # the last own series is the overflow one
@@ -59,6 +63,8 @@ def test_a_dead_workers_counts_are_kept_and_its_slot_freed() -> None:
     for _ in range(5):
         first.record("GET", 200, 1_000)
     second.record("GET", 500, 1_000)
+    first.flush()
+    second.flush()
     table.slot(0).set(Field.WS_TOTAL, 5)
     before = Totals.of(read(table))
     fold(table, table.slot(0))
@@ -70,6 +76,7 @@ def test_a_dead_workers_counts_are_kept_and_its_slot_freed() -> None:
     # The slot is reused by a new worker: nothing is counted twice, nothing lost.
     third = live_slot(table, 0, 102)
     third.record("GET", 200, 1_000)
+    third.flush()
     assert by_label(Totals.of(read(table))) == {("GET", 200): 6, ("GET", 500): 1}
     assert table.get(Block.SEQUENCE) == 2
 
@@ -91,6 +98,7 @@ def test_readers_never_see_a_fold_half_done() -> None:
         for pid in range(200):
             recorder = live_slot(table, pid % 2, 1000 + pid)
             recorder.record("GET", 200, 1)
+            recorder.flush()
             fold(table, table.slot(pid % 2))
     finally:
         stop.set()

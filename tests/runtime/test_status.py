@@ -57,6 +57,7 @@ def test_status_has_rates_and_percentiles_from_the_history() -> None:
     for _ in range(50):
         recorder.record("GET", 200, 2_000_000)  # 2 ms
     recorder.record("GET", 503, 40_000_000)  # 40 ms
+    recorder.flush()
     later = read(table)
     later = dataclasses.replace(later, taken_ns=first.taken_ns + 2 * SECOND)
     history.add(sample_of(later, {100: Process(1.0, 50 << 20, 25.0)}, wall=1002.0))

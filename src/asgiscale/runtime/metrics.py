@@ -8,12 +8,14 @@ live on in the retired slot, so no total ever goes backwards.
     >>> table = SlotTable(2)
     >>> recorder = Recorder(table.slot(0))
     >>> recorder.record("GET", 200, 3_000_000)
+    >>> recorder.flush()
     >>> Totals.of(read(table)).requests
     1
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import dataclasses
 import time
@@ -39,7 +41,7 @@ _METHOD_CODE = {name: code for code, name in enumerate(METHODS, start=1)}
 _OTHER_METHOD = _METHOD_CODE["_OTHER"]
 # The series a slot's pairs share once its own series are all taken.
 OVERFLOW_KEY = _OTHER_METHOD << 16
-_BOUNDS_NS = [round(bound * 1e9) for bound in DURATION_BUCKETS]
+BOUNDS_NS = [round(bound * 1e9) for bound in DURATION_BUCKETS]
 
 
 def series_key(method: str, status: int) -> int:
@@ -52,42 +54,61 @@ def series_labels(key: int) -> tuple[str, int]:
 
 
 class Recorder:
-    """The writing end of one worker's slot; only that worker may hold one."""
+    """The writing end of one worker's slot; only that worker may hold one.
+
+    Counts gather in plain lists in the worker (a request costs a few list operations) and
+    `flush` copies them into the slot: the worker does so on every 100 ms tick and when it
+    stops. Only a worker killed outright (SIGKILL) loses its last unflushed counts.
+    """
 
     def __init__(self, slot: Slot) -> None:
         self.words = slot.words
         self.slot = slot
-        self._positions: dict[str, dict[int, int]] = {}
-        self._free = 0
-        self._request_bytes = slot.position(Field.REQUEST_BYTES)
-        self._response_bytes = slot.position(Field.RESPONSE_BYTES)
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self._series: dict[str, dict[int, list[int]]] = {}  # method -> status -> buckets + [sum]
+        self._positions: list[tuple[int, list[int]]] = []  # where each list is copied to
 
-    def record(self, method: str, status: int, duration_ns: int, received: int = 0, sent: int = 0) -> None:
+    def record(self, method: str, status: int, duration_ns: int) -> None:
         """One finished HTTP request."""
-        try:
-            position = self._positions[method][status]
-        except KeyError:
-            position = self._allocate(method, status)
-        words = self.words
-        words[position + 1 + bisect.bisect_left(_BOUNDS_NS, duration_ns)] += 1
-        words[position + SERIES_SUM] += duration_ns
-        if received:
-            words[self._request_bytes] += received
-        if sent:
-            words[self._response_bytes] += sent
+        counts = self.counts(method, status)
+        counts[bisect.bisect_left(BOUNDS_NS, duration_ns)] += 1
+        counts[BUCKETS] += duration_ns
 
-    def _allocate(self, method: str, status: int) -> int:
+    def counts(self, method: str, status: int) -> list[int]:
+        """The counts of (method, status): one per duration bucket, then the sum of durations (ns)."""
+        try:
+            return self._series[method][status]
+        except KeyError:
+            return self._allocate(method, status)
+
+    def flush(self) -> None:
+        words, base = self.words, self.slot.base
+        words[base + Field.REQUEST_BYTES] = self.request_bytes
+        words[base + Field.RESPONSE_BYTES] = self.response_bytes
+        for position, counts in self._positions:
+            words[position + 1 : position + 1 + BUCKETS + 1] = array.array("q", counts)
+
+    def _allocate(self, method: str, status: int) -> list[int]:
         key = series_key(method, status)
-        if self._free < self.slot.series - 1:
-            position = _series_position(self.slot, self._free)
-            self._free += 1
+        index = len(self._positions)
+        if index < self.slot.series - 1:
+            counts = [0] * (BUCKETS + 1)
+            position = _series_position(self.slot, index)
+            self._positions.append((position, counts))
         else:
             key = OVERFLOW_KEY
-            position = _series_position(self.slot, self.slot.series - 1)
-        # The counts are zero already (the slot was reset); the key makes the series visible.
+            overflow = _series_position(self.slot, self.slot.series - 1)
+            found = [counts for position, counts in self._positions if position == overflow]
+            counts = found[0] if found else [0] * (BUCKETS + 1)
+            if not found:
+                self._positions.append((overflow, counts))
+            position = overflow
+        # The slot was reset at fork, so its counts are zero until the first flush; the key
+        # makes the series visible.
         self.words[position] = key
-        self._positions.setdefault(method, {})[status] = position
-        return position
+        self._series.setdefault(method, {})[status] = counts
+        return counts
 
 
 def fold(table: SlotTable, slot: Slot) -> None:

@@ -2,9 +2,9 @@
 
 Differences from a plain uvicorn server, each for one lifecycle promise:
 
-* it wraps the app in the instrumentation middleware (unless --no-metrics), writes READY
-  into its slot once listening, and on every tick (100 ms) an event-loop heartbeat and
-  the middleware's in-flight and busy figures;
+* it measures every request inside uvicorn's request cycle (unless --no-metrics; see
+  `asgiscale.runtime.instrument`), writes READY into its slot once listening, and on every
+  tick (100 ms) an event-loop heartbeat and the in-flight and busy figures;
 * with --readiness, it runs the app's readiness check every second and publishes the
   answer in its slot (a failing check makes the service unready; it never kills a worker);
 * SIGTERM drains: the listener closes at once (the other workers keep accepting on the
@@ -38,8 +38,8 @@ from typing import Any, NoReturn
 import uvicorn
 
 from asgiscale.config import EXIT_STARTUP_FAILURE
+from asgiscale.runtime.instrument import Instrumentation
 from asgiscale.runtime.metrics import Recorder
-from asgiscale.runtime.middleware import MetricsMiddleware
 from asgiscale.runtime.shm import Field, Slot, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
@@ -67,12 +67,13 @@ class WorkerServer(uvicorn.Server):
         self.supervisor_pid = supervisor_pid
         self.graceful_timeout = settings.graceful_timeout
         self.readiness = settings.readiness
-        self.metrics: MetricsMiddleware | None = None
+        self.metrics: Instrumentation | None = None
+        self._uninstall: Callable[[], None] | None = None
         if settings.metrics:
             if not config.loaded:
                 config.load()
-            self.metrics = MetricsMiddleware(config.loaded_app, Recorder(slot))
-            config.loaded_app = self.metrics
+            self.metrics = Instrumentation(Recorder(slot))
+            self._uninstall = self.metrics.install(config)
         self._readiness_task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -98,6 +99,7 @@ class WorkerServer(uvicorn.Server):
         if metrics is None:
             slot.set(Field.IN_FLIGHT, len(self.server_state.tasks))
         else:
+            metrics.flush()
             slot.set(Field.IN_FLIGHT, metrics.active)
             slot.set(Field.WS_ACTIVE, metrics.websockets)
             slot.set(Field.WS_TOTAL, metrics.websockets_total)
@@ -152,6 +154,10 @@ class WorkerServer(uvicorn.Server):
         remaining = max(0.0, self.graceful_timeout - (loop.time() - started))
         self.config.timeout_graceful_shutdown = remaining  # type: ignore[assignment]  # uvicorn accepts a float
         await super().shutdown(sockets)
+        if self.metrics is not None:
+            self.metrics.flush()  # the last counts, before the worker exits
+        if self._uninstall is not None:
+            self._uninstall()  # only matters when the server ran inside another program (tests)
 
 
 def serve(

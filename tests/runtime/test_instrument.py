@@ -1,7 +1,7 @@
-"""The instrumentation middleware: transparent to the app, exact in what it counts.
+"""Request instrumentation: transparent to the app, exact in what it counts.
 
 A FastAPI app runs in a worker server in this process, on a real socket, with the
-middleware on and off; every answer must be the same either way.
+instrumentation on and off; every answer must be the same either way.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,8 +22,7 @@ from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from websockets.sync.client import connect
 
-from asgiscale.runtime.metrics import Recorder, Totals, series_labels
-from asgiscale.runtime.middleware import MetricsMiddleware
+from asgiscale.runtime.metrics import Totals, series_labels
 from asgiscale.runtime.shm import Field, SlotTable, WorkerState
 from asgiscale.runtime.worker import WorkerServer, WorkerSettings
 from tests.utils import wait_for
@@ -69,6 +69,21 @@ async def boom() -> None:
     raise RuntimeError("boom")
 
 
+@api.get("/broken")
+async def broken() -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first part\n"
+        raise RuntimeError("broken mid-stream")
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@api.get("/slow")
+async def slow() -> dict[str, str]:
+    await asyncio.sleep(1)
+    return {"status": "late"}
+
+
 @api.websocket("/ws")
 async def ws(websocket: WebSocket) -> None:
     await websocket.accept()
@@ -77,7 +92,7 @@ async def ws(websocket: WebSocket) -> None:
 
 
 class Served:
-    def __init__(self, metrics: bool) -> None:
+    def __init__(self, metrics: bool, http: str) -> None:
         self.slot = SlotTable(1).slot(0)
         self.slot.reset()
         self.slot.set(Field.STATE, WorkerState.BOOTING)
@@ -85,7 +100,7 @@ class Served:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(api, log_level="critical", lifespan="on", root_path="/api")
+        config = uvicorn.Config(api, log_level="critical", lifespan="on", root_path="/api", http=http)
         settings = WorkerSettings(graceful_timeout=5, metrics=metrics)
         self.server = WorkerServer(config, self.slot, os.getppid(), settings)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
@@ -95,8 +110,8 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(metrics: bool) -> Iterator[Served]:
-    served = Served(metrics)
+def serving(metrics: bool, http: str = "httptools") -> Iterator[Served]:
+    served = Served(metrics, http)
     served.thread.start()
     wait_for(lambda: served.slot.state is WorkerState.READY, 10, "the worker to be ready")
     try:
@@ -115,7 +130,7 @@ def exchange(url: str) -> list[tuple[int, str]]:
     return [(r.status_code, r.text) for r in answers]
 
 
-def test_the_app_answers_the_same_with_and_without_the_middleware() -> None:
+def test_the_app_answers_the_same_with_and_without_instrumentation() -> None:
     with serving(metrics=False) as bare:
         expected = exchange(bare.url)
     with serving(metrics=True) as measured:
@@ -125,12 +140,13 @@ def test_the_app_answers_the_same_with_and_without_the_middleware() -> None:
     assert expected[3][0] == 500
 
 
-def test_requests_are_counted_by_method_and_status_with_their_bodies() -> None:
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_requests_are_counted_by_method_and_status_with_their_bodies(http: str) -> None:
     background_done.clear()
-    with serving(metrics=True) as served:
+    with serving(metrics=True, http=http) as served:
         exchange(served.url)
         assert background_done.wait(5), "the background task did not run"
-        totals = served.totals()
+    totals = served.totals()  # the last counts are flushed as the worker stops
     counts = {series_labels(key): sum(buckets) for key, (buckets, _) in totals.series.items()}
     assert counts == {("GET", 200): 3, ("GET", 500): 1, ("GET", 404): 1, ("POST", 200): 1}
     assert totals.counters[Field.REQUEST_BYTES] == 1000
@@ -152,25 +168,18 @@ def test_websockets_are_counted_as_such_not_as_requests_in_flight() -> None:
         assert served.totals().requests == 0
 
 
-def test_an_exception_is_counted_as_500_and_raised_again_unchanged() -> None:
-    table = SlotTable(1)
-    table.slot(0).reset()
-    error = ValueError("from the app")
+def test_broken_and_abandoned_responses_are_counted_once_their_connection_is_gone() -> None:
+    with serving(metrics=True) as served:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(served.url + "/broken", timeout=10).read()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(served.url + "/slow", timeout=0.2)  # the client gives up first
 
-    async def failing(scope: Any, receive: Any, send: Any) -> None:
-        raise error
+        def counts() -> dict[tuple[str, int], int]:
+            totals = served.totals()
+            return {series_labels(key): sum(buckets) for key, (buckets, _) in totals.series.items()}
 
-    async def call() -> None:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b""}
-
-        async def send(message: Any) -> None:
-            pass
-
-        await MetricsMiddleware(failing, Recorder(table.slot(0)))({"type": "http", "method": "GET"}, receive, send)
-
-    with pytest.raises(ValueError) as raised:
-        asyncio.run(call())
-    assert raised.value is error
-    totals = Totals.sum([table.slot(0).read()])
-    assert {series_labels(k): sum(b) for k, (b, _) in totals.series.items()} == {("GET", 500): 1}
+        wait_for(lambda: counts() == {("GET", 500): 1, ("GET", 499): 1}, 5, "both requests counted")
+        wait_for(lambda: served.slot.get(Field.IN_FLIGHT) == 0, 5, "nothing left in flight")
+        time.sleep(1.2)  # the slow handler finishes and answers into the closed connection
+        assert counts() == {("GET", 500): 1, ("GET", 499): 1}
