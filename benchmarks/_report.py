@@ -57,8 +57,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def rotated(items: Sequence[Server], round_index: int) -> list[Server]:
-    """The round's running order: each server takes its turn at going first."""
+def rotated(items: Sequence[S], round_index: int) -> list[S]:
+    """The round's running order: each server (or whatever takes turns) gets its turn at going first."""
     shift = round_index % len(items) if items else 0
     return [*items[shift:], *items[:shift]]
 
@@ -114,6 +114,20 @@ def _wrk_version() -> str:
     return (out.stdout + out.stderr).strip().splitlines()[0].split(" Copyright")[0]
 
 
+def _code_version() -> str:
+    """The commit asgiscale ran from, flagged when src/ had changes not committed yet."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
+                              timeout=10)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=REPO_DIR, capture_output=True, text=True,
+                               timeout=10)  # fmt: skip
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" with uncommitted changes in src/" if dirty.stdout.strip() else "")
+
+
 def environment(servers: Sequence[Server]) -> str:
     """The machine and tool versions, as a Markdown list for the head of a results section."""
     facts = [
@@ -123,6 +137,7 @@ def environment(servers: Sequence[Server]) -> str:
         "libraries: "
         + ", ".join(f"{p} {_package_version(p)}" for p in ("uvloop", "httptools", "uvicorn-worker", "fastapi")),
         f"load tool: {_wrk_version()}",
+        f"asgiscale code: {_code_version()}",
     ]
     return "\n".join(f"- {fact}" for fact in facts)
 
@@ -136,14 +151,14 @@ server changing every round), and each figure is also given as a **ratio to uvic
 from the same round**: the benchmark machines are small and noisy, so the absolute numbers move
 from run to run while the ratios hold.
 
-Run everything with `python benchmarks/run_all.py` (about 6.5 minutes on 2 cores); each run
+Run everything with `python benchmarks/run_all.py` (about 9 minutes on 2 cores); each run
 appends a section below. How each figure is measured is in `benchmarks/README.md`.
 
 Servers, all with access logs off and log level `warning`:
 
 | name | command |
 |---|---|
-| asgiscale | `asgiscale run APP --workers N --host 127.0.0.1 --port P` |
+| asgiscale | `asgiscale run APP --workers N --host 127.0.0.1 --port P --admin 127.0.0.1:0` (as shipped) |
 | uvicorn | `uvicorn APP --workers N --no-access-log` |
 | gunicorn | `gunicorn APP -k uvicorn_worker.UvicornWorker --workers N` |
 | gunicorn-preload | the same with `--preload` (app imported once in the master, workers forked from it) |
@@ -160,6 +175,10 @@ Reading the figures:
   from a process that imported the app; but its reload forks from that same master, so it
   does not load new code (gunicorn's documentation of `preload_app` says as much), while
   asgiscale's reload loads the new code in a fresh pre-loaded process.
+- *Instrumentation cost* and *scrape time* compare asgiscale with itself (metrics on against
+  `--no-metrics`) and its admin server's `/metrics` with prometheus_client's multiprocess mode;
+  they appear in `run_all.py` runs and in the sections that `instrumentation.py` and
+  `scrape.py` append on their own.
 """
 
 

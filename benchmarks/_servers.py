@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -96,9 +96,21 @@ class Server:
         return None
 
 
-def _asgiscale_argv(exe: str, app: App, workers: int, port: int) -> list[str]:
-    return [exe, "run", app.target, "--workers", str(workers), "--host", HOST, "--port", str(port),
-            "--app-dir", str(app.directory), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+def asgiscale_argv(*, admin: str = f"{HOST}:0", metrics: bool = True) -> Argv:
+    """asgiscale as users get it: metrics on and the admin server running, on a port of its own.
+
+    Port 0 lets the admin server pick a free port, so instances running side by side (and the
+    tests of whoever else uses the machine) never race for the default 127.0.0.1:9000; on a
+    taken default asgiscale would carry on without the admin process and weigh less.
+    """
+
+    def argv(exe: str, app: App, workers: int, port: int) -> list[str]:
+        cmd = [exe, "run", app.target, "--workers", str(workers), "--host", HOST, "--port", str(port),
+               "--app-dir", str(app.directory), "--no-access-log", "--log-level", "warning",
+               "--admin", admin]  # fmt: skip
+        return cmd if metrics else cmd + ["--no-metrics"]
+
+    return argv
 
 
 def _uvicorn_argv(exe: str, app: App, workers: int, port: int) -> list[str]:
@@ -123,7 +135,7 @@ def _granian_argv(exe: str, app: App, workers: int, port: int) -> list[str]:
 SERVERS: dict[str, Server] = {
     server.name: server
     for server in [
-        Server("asgiscale", "asgiscale", _asgiscale_argv, scales_on_ttin=True, reloads_on_hup=True),
+        Server("asgiscale", "asgiscale", asgiscale_argv(), scales_on_ttin=True, reloads_on_hup=True),
         Server("uvicorn", "uvicorn", _uvicorn_argv, scales_on_ttin=True, reloads_on_hup=True),
         Server("gunicorn", "gunicorn", _gunicorn_argv(preload=False), scales_on_ttin=True, reloads_on_hup=True),
         Server(
@@ -195,11 +207,14 @@ class RunningServer:
     ...     os.kill(srv.pid, signal.SIGTTIN)
     """
 
-    def __init__(self, server: Server, app: App, workers: int, port: int | None = None) -> None:
+    def __init__(
+        self, server: Server, app: App, workers: int, port: int | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.server = server
         self.app = app
         self.workers = workers
         self.port = port or free_port()
+        self.extra_env = dict(env or {})
         LOG_DIR.mkdir(exist_ok=True)
         self.log_path = LOG_DIR / f"{server.name}-{app.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -215,6 +230,7 @@ class RunningServer:
         argv = self.server.argv(exe, self.app, self.workers, self.port)
         # No bytecode writes: every server reads the same caches and leaves nothing in the repo.
         env = dict(os.environ, PYTHONPATH=str(self.app.directory), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(self.extra_env)
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(argv) + "\n").encode())
             log.flush()

@@ -1,6 +1,6 @@
 """Run every benchmark in one go and append the results to docs/benchmarks.md.
 
-    python benchmarks/run_all.py            # full run, about 6.5 minutes on 2 cores
+    python benchmarks/run_all.py            # full run, about 9 minutes on 2 cores
     python benchmarks/run_all.py --quick    # one short round of each, to check the harness
     python benchmarks/run_all.py --servers uvicorn,granian --no-docs
 
@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+import instrumentation
 import memory
 import reload
 import scale_up
+import scrape
 import throughput
 from _report import append_to_docs, fmt, section, spread, table
 from _servers import BASELINE, DEFAULT_SERVERS, SERVERS, Server, select_servers
@@ -39,6 +41,7 @@ def targets(
     su: dict[str, scale_up.ScaleUpResult],
     mem: dict[str, memory.MemoryResult],
     rl: reload.ReloadResult | None,
+    ins: instrumentation.InstrumentationResult | None = None,
 ) -> str:
     """asgiscale's figures against the goals the project set for it."""
     rows = []
@@ -54,6 +57,12 @@ def targets(
         value = mem_res.ratio(SUBJECT)
         rows.append([f"memory, {mem_res.workers} workers, {app} app", f"≤ 0.6x {BASELINE}", fmt(value, ".2f", "x"),
                      _verdict(value, lambda v: v <= 0.6)])  # fmt: skip
+    if ins is not None:
+        for app in ins.runs:
+            value = ins.ratio(app)
+            shown = fmt(value, ".3f", "x") + (f" (IQR {spread(ins.ratios(app))})" if value is not None else "")
+            rows.append([f"metrics on vs --no-metrics, {app} app", f"≥ {instrumentation.TARGET}x", shown,
+                         _verdict(value, lambda v: v >= instrumentation.TARGET)])  # fmt: skip
     if rl is not None:
         failed = rl.failed(SUBJECT)
         rows.append(["failed requests during SIGHUP reload", "0", fmt(failed, "d"),
@@ -106,19 +115,29 @@ def main() -> None:
         for app in ("fastapi", "raw")
     }
     rl = _timed("rolling reload under load", reload.run, servers, "fastapi", rounds=1 if quick else 2)
+    # asgiscale against itself: what its metrics cost and what a scrape costs.
+    ins = sc = None
+    if SUBJECT in {s.name for s in servers}:
+        ins = _timed("metrics on vs --no-metrics", instrumentation.run, ["raw", "fastapi"], rounds=2 if quick else 10,
+                     duration=2 if quick else 3)  # fmt: skip
+        sc = _timed("scrape /metrics and /status, 16 workers", scrape.run, rounds=1 if quick else 4,
+                    requests=20 if quick else 50, traffic=1 if quick else 3)  # fmt: skip
     elapsed = time.perf_counter() - started
 
     tables = [
-        targets(tp, su, mem, rl),
+        targets(tp, su, mem, rl, ins),
         *(r.markdown() for r in tp.values()),
         *(r.markdown() for r in su.values()),
         *(r.markdown() for r in mem.values()),
         rl.markdown(),
+        *(r.markdown() for r in (ins, sc) if r is not None),
     ]
     skipped = [name for name in args.servers.split(",") if name not in {s.name for s in servers}]
     facts = [f"wall time: {elapsed / 60:.1f} min" + (" (--quick)" if args.quick else "")]
     if skipped:
         facts.append("not installed, skipped: " + ", ".join(skipped))
+    if sc is not None:
+        facts.append(scrape.reference_versions())
     text = section(time.strftime("Run of %Y-%m-%d %H:%M UTC", started_at), servers, tables, facts)
     print("\n" + text)
     if not args.no_docs:

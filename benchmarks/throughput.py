@@ -22,6 +22,7 @@ from _servers import BASELINE, DEFAULT_SERVERS, RunningServer, Server, ServerFai
 @dataclass(frozen=True)
 class WrkResult:
     requests_per_second: float
+    requests: int
     p50_ms: float
     p99_ms: float
     errors: int
@@ -37,14 +38,15 @@ def _ms(text: str) -> float:
 
 def parse_wrk(output: str) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if rps is None:
+    count = re.search(r"(\d+) requests in", output)
+    if rps is None or count is None:
         raise RuntimeError(f"unexpected wrk output:\n{output}")
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
     errors += int(non_2xx.group(1)) if non_2xx else 0
-    return WrkResult(float(rps.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
+    return WrkResult(float(rps.group(1)), int(count.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
 
 
 def wrk(port: int, duration: float, connections: int, threads: int) -> WrkResult:
@@ -65,6 +67,13 @@ class ThroughputResult:
     left_out: dict[str, str] = field(default_factory=dict)
     # Highest CPU share (of one core) that the idle servers used while another was measured.
     bystander_cpu: float = 0.0
+    # CPU seconds the measured server's whole tree used during each of its turns.
+    server_cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def cpu_us_per_request(self, name: str) -> list[float]:
+        """Server CPU time per answered request in microseconds, one value per round."""
+        pairs = zip(self.server_cpu.get(name, []), self.samples.get(name, []), strict=True)
+        return [cpu * 1e6 / s.requests for cpu, s in pairs if s.requests]
 
     def ratios(self, name: str) -> list[float]:
         """``name``'s req/s over uvicorn's, one value per round."""
@@ -136,12 +145,16 @@ def run(
             for server in rotated(active, r):
                 others = [srv.pid for name, srv in running.items() if name != server.name]
                 cpu_before = sum(tree_cpu_seconds(pid) for pid in others)
+                own_before = tree_cpu_seconds(running[server.name].pid)
                 sample = wrk(running[server.name].port, duration, connections, threads)
+                own_used = tree_cpu_seconds(running[server.name].pid) - own_before
                 cpu_used = sum(tree_cpu_seconds(pid) for pid in others) - cpu_before
+                result.server_cpu.setdefault(server.name, []).append(own_used)
                 result.bystander_cpu = max(result.bystander_cpu, cpu_used / duration)
-                print(f"  {app.name} round {r + 1}: {server.name:<17} {sample.requests_per_second:9.0f} req/s")
+                print(f"  {app.name} round {r + 1}: {server.name:<20} {sample.requests_per_second:9.0f} req/s")
                 result.samples.setdefault(server.name, []).append(sample)
     result.samples = {s.name: result.samples[s.name] for s in active}
+    result.server_cpu = {s.name: result.server_cpu[s.name] for s in active}
     return result
 
 

@@ -1,6 +1,8 @@
 """A bare ASGI callable: the smallest app a server can run, so the server's own cost dominates.
 
-GET / answers 200 "Hello, World"; GET /pid answers the worker's pid (used to tell workers apart).
+GET / answers 200 "Hello, World"; GET /pid answers the worker's pid (used to tell workers apart);
+/code/NNN answers status NNN with an empty body, whatever the method (gives scrape.py's metrics
+several series).
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 return
     if scope["type"] != "http":
         return
-    body = str(os.getpid()).encode() if scope["path"] == "/pid" else HELLO
+    path = scope["path"]
+    status = 200
+    if path == "/pid":
+        body = str(os.getpid()).encode()
+    elif path.startswith("/code/"):
+        status, body = int(path[6:]), b""
+    else:
+        body = HELLO
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": status,
             "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())],
         }
     )
