@@ -6,6 +6,7 @@ The options of `asgiscale run` are generated from the `Config` fields, so the CL
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -14,7 +15,6 @@ import click
 
 from asgiscale import config as config_module
 from asgiscale.config import EXIT_USAGE, Config, ConfigError
-from asgiscale.top import top_command
 
 
 def run(app: str | None = None, **options: Any) -> None:
@@ -101,14 +101,30 @@ run_command = click.Command(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands whose modules load only when they run: the supervisor, and every worker forked
+    from it, never carry the terminal UI of `top`."""
+
+    lazy = {"top": ("asgiscale.top", "top_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attribute = self.lazy[name]
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="asgiscale", prog_name="asgiscale")
 def cli() -> None:
     """Run any ASGI app at scale."""
 
 
 cli.add_command(run_command)
-cli.add_command(top_command)
 
 
 def main() -> None:

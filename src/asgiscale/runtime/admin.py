@@ -33,14 +33,11 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 import uvicorn
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from asgiscale import __version__
 from asgiscale.config import Config
 from asgiscale.runtime import _procfs, metrics, status
 from asgiscale.runtime._process import detach_from_supervisor
-from asgiscale.runtime.exposition import Scrape, TableCollector
 from asgiscale.runtime.shm import Field, SlotTable
 
 logger = logging.getLogger("asgiscale.error")
@@ -121,7 +118,7 @@ class Observer:
         self._processes = processes
         self.history.add(status.sample_of(reading, processes, time.time()))
 
-    def scrape(self) -> Scrape:
+    def scrape(self) -> tuple[metrics.Reading, dict[int, status.Process], bool]:
         reading = self.read()
         procs = {}
         for words in reading.workers.values():
@@ -154,7 +151,15 @@ class AdminApp:
     """The ASGI app of the admin server."""
 
     def __init__(self, observer: Observer) -> None:
+        # Imported here, in the admin process only: the supervisor and the workers forked
+        # from it do not carry the exposition code.
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.exposition import choose_encoder
+
+        from asgiscale.runtime.exposition import TableCollector
+
         self.observer = observer
+        self.choose_encoder = choose_encoder
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(TableCollector(observer.scrape))
 
@@ -174,7 +179,7 @@ class AdminApp:
             await _respond(send, 200 if ok else 503, (("ready: " if ok else "not ready: ") + reason + "\n").encode())
         elif path == "/metrics":
             accept = _header(scope, b"accept")
-            encoder, content_type = choose_encoder(accept or "")
+            encoder, content_type = self.choose_encoder(accept or "")
             await _respond(send, 200, encoder(self.registry), content_type=content_type.encode())
         elif path == "/status":
             query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
