@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from asgiscale.top import AdminUnreachable, admin_url, render, render_unreachable
-from tests.utils import AsgiscaleProcess, copy_probe, free_port
+from tests.utils import AsgiscaleProcess, copy_probe, free_port, wait_for
 
 STATUS: dict[str, Any] = {
     "version": "0.1.0",
@@ -161,6 +161,8 @@ def test_once_prints_the_workers_and_totals_of_a_real_run(probe_dir: Path) -> No
             assert [client.get("/").status_code for _ in range(7)] == [200] * 7
             assert [client.get("/env").status_code for _ in range(3)] == [500] * 3  # no ?name=: the app raises
 
+        # Workers publish their counts on their 100 ms tick.
+        wait_for(lambda: httpx.get(admin + "/status").json()["totals"]["requests"] == 10, 5, "the counts")
         result = run_top("--admin", admin, "--once")
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
