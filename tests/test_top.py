@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from asgiscale.top import AdminUnreachable, admin_url, render, render_unreachable
-from tests.utils import AsgiscaleProcess, copy_probe, free_port, wait_for
+from tests.utils import AsgiscaleProcess, free_port, wait_for
 
 STATUS: dict[str, Any] = {
     "version": "0.1.0",
@@ -145,12 +145,6 @@ def run_top(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=30,
         env={**environ, "COLUMNS": "120", **(env or {})},
     )
-
-
-@pytest.fixture
-def probe_dir(tmp_path: Path) -> Path:
-    copy_probe(tmp_path)
-    return tmp_path
 
 
 def test_once_prints_the_workers_and_totals_of_a_real_run(probe_dir: Path) -> None:

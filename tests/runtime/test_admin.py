@@ -15,13 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.utils import AsgiscaleProcess, copy_probe, is_alive, wait_for
-
-
-@pytest.fixture
-def probe_dir(tmp_path: Path) -> Path:
-    copy_probe(tmp_path)
-    return tmp_path
+from tests.utils import AsgiscaleProcess, is_alive, wait_for
 
 
 def scrape(admin: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.utils import REPO, AsgiscaleProcess, copy_probe, wait_for
+from tests.utils import REPO, AsgiscaleProcess, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -55,12 +55,6 @@ READ_PAGE = """() => {
     marks: [...document.querySelectorAll("#chart-rps g > title")].map((t) => t.textContent),
   };
 }"""
-
-
-@pytest.fixture
-def probe_dir(tmp_path: Path) -> Path:
-    copy_probe(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

@@ -15,13 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.utils import AsgiscaleProcess, Load, copy_probe, is_alive, set_probe_version, wait_for
-
-
-@pytest.fixture
-def probe_dir(tmp_path: Path) -> Path:
-    copy_probe(tmp_path)
-    return tmp_path
+from tests.utils import AsgiscaleProcess, Load, is_alive, set_probe_version, wait_for
 
 
 def test_serves_on_forked_workers_of_one_preloaded_process(probe_dir: Path) -> None:
