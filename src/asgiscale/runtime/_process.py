@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
 # The signals the supervisor handles; a forked process must not inherit its handlers.
 SUPERVISOR_SIGNALS = (
@@ -27,3 +31,18 @@ def detach_from_supervisor(close_fds: list[int]) -> None:
     for sig in SUPERVISOR_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_forked(close_fds: list[int], body: Callable[[], object]) -> NoReturn:
+    """The whole life of a helper process just forked from the supervisor: exit 0 when `body`
+    returns, 1 with its traceback if it raises; never back into the supervisor's code."""
+    code = 0
+    try:
+        detach_from_supervisor(close_fds)
+        body()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)

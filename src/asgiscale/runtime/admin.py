@@ -24,12 +24,10 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Generator
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
@@ -37,7 +35,7 @@ import uvicorn
 from asgiscale import __version__
 from asgiscale.config import Config
 from asgiscale.runtime import _procfs, metrics, status
-from asgiscale.runtime._process import detach_from_supervisor
+from asgiscale.runtime._process import run_forked
 from asgiscale.runtime.shm import Field, SlotTable
 
 logger = logging.getLogger("asgiscale.error")
@@ -62,17 +60,9 @@ class AdminProcess:
         supervisor_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
-            code = 0
-            try:
-                os.close(write_end)
-                detach_from_supervisor(close_fds)
-                _serve(config, table, sock, read_end, log_config, supervisor_pid)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
+            run_forked(
+                [*close_fds, write_end], lambda: _serve(config, table, sock, read_end, log_config, supervisor_pid)
+            )
         os.close(read_end)
         os.set_blocking(write_end, False)
         return cls(pid, write_end)
@@ -276,7 +266,7 @@ def _serve(
     events_fd: int,
     log_config: dict[str, Any],
     supervisor_pid: int,
-) -> NoReturn | None:  # pragma: no cover - runs in the child, measured through the process tests
+) -> None:  # pragma: no cover - runs in the child, measured through the process tests
     observer = Observer(config, table)
     uv_config = uvicorn.Config(
         AdminApp(observer),
@@ -291,4 +281,3 @@ def _serve(
         timeout_graceful_shutdown=1,
     )
     AdminServer(uv_config, observer, events_fd, supervisor_pid).run(sockets=[sock])
-    return None

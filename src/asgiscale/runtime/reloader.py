@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
-import traceback
 from pathlib import Path
 
-from asgiscale.runtime._process import detach_from_supervisor
+from asgiscale.runtime._process import run_forked
 
 logger = logging.getLogger("asgiscale.error")
 
@@ -27,16 +25,7 @@ def start(dirs: list[str], close_fds: list[int]) -> int:
     pid = os.fork()
     if pid:
         return pid
-    code = 0  # pragma: no cover - runs in the child, measured through the process tests
-    try:  # pragma: no cover
-        detach_from_supervisor(close_fds)
-        _watch(dirs, supervisor)
-    except BaseException:  # pragma: no cover
-        traceback.print_exc()
-        code = 1
-    finally:  # pragma: no cover
-        sys.stderr.flush()
-        os._exit(code)
+    run_forked(close_fds, lambda: _watch(dirs, supervisor))  # pragma: no cover - runs in the child
 
 
 def _watch(dirs: list[str], supervisor: int) -> None:  # pragma: no cover - child process
