@@ -92,12 +92,7 @@ class Observer:
         now = time.monotonic()
         processes: dict[int, status.Process] = {}
         last_cpu: dict[int, tuple[float, float]] = {}
-        for words in reading.workers.values():
-            pid = words[Field.PID]
-            found = _procfs.cpu_and_rss(pid) if pid else None
-            if found is None:
-                continue
-            cpu, rss = found
+        for pid, (cpu, rss) in _cpu_and_rss(reading).items():
             percent = None
             if pid in self._last_cpu:
                 before, at = self._last_cpu[pid]
@@ -110,11 +105,7 @@ class Observer:
 
     def scrape(self) -> tuple[metrics.Reading, dict[int, status.Process], bool]:
         reading = self.read()
-        procs = {}
-        for words in reading.workers.values():
-            found = _procfs.cpu_and_rss(words[Field.PID]) if words[Field.PID] else None
-            if found is not None:
-                procs[words[Field.PID]] = status.Process(*found)
+        procs = {pid: status.Process(cpu, rss) for pid, (cpu, rss) in _cpu_and_rss(reading).items()}
         return reading, procs, status.probe_readiness(reading, app_check=self.app_check)[0]
 
     def status(self, history_seconds: float) -> dict[str, Any]:
@@ -135,6 +126,17 @@ class Observer:
             return
         if isinstance(event, dict):
             self.events.append(event)
+
+
+def _cpu_and_rss(reading: metrics.Reading) -> dict[int, tuple[float, int]]:
+    """CPU seconds and resident bytes of every worker process in `reading` that is still there."""
+    found = {}
+    for words in reading.workers.values():
+        pid = words[Field.PID]
+        facts = _procfs.cpu_and_rss(pid) if pid else None
+        if facts is not None:
+            found[pid] = facts
+    return found
 
 
 class AdminApp:

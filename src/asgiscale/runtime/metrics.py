@@ -224,6 +224,11 @@ class Totals:
         """HTTP requests answered (the count of the duration histogram)."""
         return sum(sum(buckets) for buckets, _ in self.series.values())
 
+    @property
+    def errors(self) -> int:
+        """HTTP requests answered with a 5xx status."""
+        return sum(sum(buckets) for key, (buckets, _) in self.series.items() if series_labels(key)[1] >= 500)
+
     def buckets(self) -> list[int]:
         """Requests per duration bucket, over every method and status."""
         merged = [0] * BUCKETS

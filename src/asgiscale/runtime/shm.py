@@ -117,10 +117,6 @@ class Slot:
     def words(self) -> memoryview:
         return self._words
 
-    def position(self, field: Field) -> int:
-        """Absolute index of `field` in `words`, for hot paths that skip the method calls."""
-        return self.base + int(field)
-
     def reset(self) -> None:
         for offset in range(self.size):
             self._words[self.base + offset] = 0

@@ -84,12 +84,11 @@ def probe_readiness(reading: Reading, *, app_check: bool) -> tuple[bool, str]:
 def sample_of(reading: Reading, procs: Mapping[int, Process], wall: float) -> Sample:
     totals = Totals.of(reading)
     states = collections.Counter(WorkerState(w[Field.STATE]).name.lower() for w in reading.workers.values())
-    errors = sum(sum(buckets) for key, (buckets, _) in totals.series.items() if series_labels(key)[1] >= 500)
     return Sample(
         wall=wall,
         monotonic=reading.taken_ns / 1e9,
         requests=totals.requests,
-        errors=errors,
+        errors=totals.errors,
         buckets=tuple(totals.buckets()),
         in_flight=sum(w[Field.IN_FLIGHT] for w in reading.workers.values()),
         workers={state: states.get(state, 0) for state in ("booting", "ready", "draining")},
@@ -208,7 +207,7 @@ def status(
         "workers": workers,
         "totals": {
             "requests": totals.requests,
-            "errors": sum(sum(buckets) for key, (buckets, _) in totals.series.items() if series_labels(key)[1] >= 500),
+            "errors": totals.errors,
             "in_flight": sum(w["in_flight"] for w in workers),
             "websockets": sum(w["websockets"] for w in workers),
             "websockets_total": totals.counters[Field.WS_TOTAL],
