@@ -191,6 +191,14 @@ def append_to_docs(section: str, path: Path = DOCS_PATH) -> None:
     path.write_text(existing.rstrip("\n") + "\n\n" + section.strip("\n") + "\n")
 
 
+def publish(text: str, *, to_docs: bool) -> None:
+    """Print a run's section and, unless told otherwise (--no-docs), append it to docs/benchmarks.md."""
+    print("\n" + text + "\n")
+    if to_docs:
+        append_to_docs(text)
+        print("appended to docs/benchmarks.md")
+
+
 def section(title: str, servers: Sequence[Server], tables: Sequence[str], extra_facts: Sequence[str] = ()) -> str:
     """One run's results: a heading, the environment, then the tables."""
     facts = environment(servers) + "".join(f"\n- {fact}" for fact in extra_facts)

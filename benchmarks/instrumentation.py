@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import throughput
-from _report import append_to_docs, fmt, median, paired_ratios, section, spread, table
+from _report import fmt, median, paired_ratios, publish, section, spread, table
 from _servers import SERVERS, Server, asgiscale_argv, select_servers
 
 ON = "asgiscale"
@@ -141,10 +141,7 @@ def main() -> None:
     )
     text = section(time.strftime("Instrumentation cost, run of %Y-%m-%d %H:%M UTC", started_at), variants(),
                    [res.markdown()])  # fmt: skip
-    print("\n" + text + "\n")
-    if not args.no_docs:
-        append_to_docs(text)
-        print("appended to docs/benchmarks.md")
+    publish(text, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

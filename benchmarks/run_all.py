@@ -22,7 +22,7 @@ import reload
 import scale_up
 import scrape
 import throughput
-from _report import append_to_docs, fmt, section, spread, table
+from _report import fmt, publish, section, spread, table
 from _servers import BASELINE, DEFAULT_SERVERS, SERVERS, Server, select_servers
 
 SUBJECT = "asgiscale"
@@ -139,10 +139,7 @@ def main() -> None:
     if sc is not None:
         facts.append(scrape.reference_versions())
     text = section(time.strftime("Run of %Y-%m-%d %H:%M UTC", started_at), servers, tables, facts)
-    print("\n" + text)
-    if not args.no_docs:
-        append_to_docs(text)
-        print("\nappended to docs/benchmarks.md")
+    publish(text, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from _http import HOST, REQUEST_ERRORS, Connection, fetch
 from _proc import is_alive
-from _report import append_to_docs, fmt, median, rotated, section, spread, table
+from _report import fmt, median, publish, rotated, section, spread, table
 from _servers import (
     BENCH_DIR,
     SERVERS,
@@ -276,10 +276,7 @@ def main() -> None:
     )
     title = time.strftime("Scrape time, run of %Y-%m-%d %H:%M UTC", started_at)
     text = section(title, [SERVERS["asgiscale"], SERVERS["uvicorn"]], [res.markdown()], [reference_versions()])
-    print("\n" + text + "\n")
-    if not args.no_docs:
-        append_to_docs(text)
-        print("appended to docs/benchmarks.md")
+    publish(text, to_docs=not args.no_docs)
 
 
 if __name__ == "__main__":
