@@ -143,6 +143,18 @@ class Config:
         negatable=True,
     )
     metrics: bool = _field(True, "Count every request per worker (instrumentation inside uvicorn's request cycle).")
+    max_concurrency: int | None = _field(
+        None,
+        "Admission control: per worker, run at most this many requests at once; more wait in a queue, and "
+        "beyond it get 503 with Retry-After.",
+        minimum=1,
+    )
+    max_queue: int | None = _field(
+        None, "Requests that may wait for admission per worker (default: as many as --max-concurrency).", minimum=0
+    )
+    queue_timeout: float = _field(
+        5, "Seconds a request may wait for admission before it gets 503 with Retry-After.", minimum=0.001
+    )
     readiness: str | None = _field(
         None, "An app readiness check 'module:callable' (sync or async, returns a bool), consulted by /readyz."
     )
@@ -163,6 +175,8 @@ class Config:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("'ssl_keyfile' is set without 'ssl_certfile'; give both to serve TLS")
         self.admin_address  # noqa: B018 - validates
+        if self.max_queue is not None and self.max_concurrency is None:
+            raise ConfigError("'max_queue' is set without 'max_concurrency'; set the concurrency limit it queues for")
         if self.readiness is not None and ":" not in self.readiness:
             raise ConfigError(f"'readiness' must look like 'module:callable', got {self.readiness!r}")
 

@@ -18,6 +18,11 @@ gone it is recorded as a 500 when the response had started (the app failed mid-w
 response broke off), as a 499 when it had not (the client left first). WebSocket sessions
 are counted through a subclass of the WebSocket protocol, never as HTTP requests.
 
+With admission control (`Admission`), `run_asgi` also decides whether the request runs
+now, waits in a bounded FIFO queue for a free place, or is refused at once with `503` and
+`Retry-After` (counted as shed). The check is built into the cycle class only when a limit
+is set, so a worker without one pays nothing for it.
+
 This relies on uvicorn internals (the module-level `RequestResponseCycle` name of both HTTP
 implementations, and the `send`, `receive` and `run_asgi` methods of a cycle); `install`
 checks them and fails loudly if a uvicorn release changes them.
@@ -28,9 +33,12 @@ checks them and fails loudly if a uvicorn release changes them.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sys
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,13 +49,35 @@ from asgiscale.runtime.shm import BUCKETS
 
 _now = time.perf_counter_ns
 STATUS_CLIENT_GONE = 499  # the client closed the connection before any response
+STATUS_SHED = 503
+_SHED_BODY = b"Service Unavailable: the server is at capacity, retry later.\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """Per-worker admission control: at most `limit` requests run at once, at most `queue`
+    more wait (first come, first served) up to `timeout` seconds; the rest get 503 at once."""
+
+    limit: int
+    queue: int
+    timeout: float
+
+    @property
+    def retry_after(self) -> bytes:
+        """Seconds a refused client is told to wait: about one queue's worth of patience."""
+        return str(max(1, round(self.timeout))).encode()
 
 
 class Instrumentation:
     """One worker's request accounting; `install` puts it into a loaded uvicorn config."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, admission: Admission | None = None) -> None:
         self.recorder = recorder
+        self.admission = admission
+        self.waiting: deque[asyncio.Future[bool]] = deque()  # requests queued for admission
+        self.queued = 0  # requests that waited in the queue and were admitted
+        self.queue_wait_ns = 0  # their total wait
+        self.shed = 0  # requests refused
         self.open: dict[Any, int] = {}  # cycles started and not yet recorded -> start (ns)
         self.websockets = 0
         self.websockets_total = 0
@@ -93,10 +123,11 @@ class Instrumentation:
         # Everything the hot path touches is a local of this closure, and nothing is added to
         # the cycle but its status: this is the whole per-request cost, so it is kept small.
         base_run, base_send, base_receive = base.run_asgi, base.send, base.receive
-        open_, busy, recorder = self.open, self._busy, self.recorder
+        open_, busy, recorder, waiting = self.open, self._busy, self.recorder, self.waiting
         counts_of = recorder.counts
         bisect, bounds, total = bisect_left, BOUNDS_NS, BUCKETS
         now = _now
+        admit_next: Callable[[], None] = lambda: None  # noqa: E731 - replaced under admission control
 
         def finish(cycle: Any, status: int) -> None:
             end = now()
@@ -106,6 +137,8 @@ class Instrumentation:
             counts = counts_of(cycle.scope["method"], status)
             counts[bisect(bounds, duration)] += 1
             counts[total] += duration
+            if waiting:
+                admit_next()
 
         self._finish = finish
 
@@ -139,7 +172,88 @@ class Instrumentation:
                     recorder.request_bytes += len(body)
                 return message
 
-        return MeasuredCycle
+        if self.admission is None:
+            return MeasuredCycle
+        admit_next, run_admitted = self._admission(base_run)
+
+        class AdmittedCycle(MeasuredCycle):
+            run_asgi = run_admitted
+
+        return AdmittedCycle
+
+    def _admission(self, base_run: Any) -> tuple[Any, Any]:
+        """`admit_next` (called when a request finishes) and the `run_asgi` that admits, queues or sheds."""
+        assert self.admission is not None
+        limit, capacity, timeout = self.admission.limit, self.admission.queue, self.admission.timeout
+        refusal = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(_SHED_BODY)).encode()),
+            (b"retry-after", self.admission.retry_after),
+        ]
+        open_, busy, waiting, now = self.open, self._busy, self.waiting, _now
+        handed_over = [0]  # places given to queued requests that have not started yet
+
+        def admit_next() -> None:
+            while waiting and len(open_) + handed_over[0] < limit:
+                future = waiting.popleft()
+                if not future.done():
+                    handed_over[0] += 1
+                    future.set_result(True)
+
+        def start(cycle: Any, arrived: int) -> None:
+            started = now()
+            if not open_:
+                busy[1] = started
+            open_[cycle] = arrived  # the recorded duration includes the wait, as the client saw it
+
+        def run_asgi(cycle: Any, app: Any) -> Any:
+            arrived = now()
+            if waiting or len(open_) + handed_over[0] >= limit:
+                return wait(cycle, app, arrived)
+            start(cycle, arrived)
+            return base_run(cycle, app)
+
+        async def wait(cycle: Any, app: Any, arrived: int) -> None:
+            if len(waiting) >= capacity:
+                return await shed(cycle, arrived)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[bool] = loop.create_future()
+            waiting.append(future)
+            expiry = loop.call_later(timeout, expire, future)
+            try:
+                admitted = await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.result():
+                    handed_over[0] -= 1  # our place goes to the next in line
+                    admit_next()
+                elif future in waiting:
+                    waiting.remove(future)
+                raise
+            finally:
+                expiry.cancel()
+            if not admitted:
+                return await shed(cycle, arrived)
+            handed_over[0] -= 1
+            self.queued += 1
+            self.queue_wait_ns += now() - arrived
+            start(cycle, arrived)
+            await base_run(cycle, app)
+
+        def expire(future: asyncio.Future[bool]) -> None:
+            if not future.done():
+                waiting.remove(future)
+                future.set_result(False)
+
+        async def refuse(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": STATUS_SHED, "headers": refusal})
+            await send({"type": "http.response.body", "body": _SHED_BODY})
+
+        async def shed(cycle: Any, arrived: int) -> None:
+            self.shed += 1
+            await base_run(cycle, refuse)  # uvicorn's own send writes the 503
+            self.recorder.record(cycle.scope["method"], STATUS_SHED, now() - arrived)
+
+        return admit_next, run_asgi
 
     def _websocket_class(self, base: type) -> type:
         instrumentation = self

@@ -30,6 +30,7 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import worker
 from asgiscale.runtime._process import detach_from_supervisor
+from asgiscale.runtime.instrument import Admission
 from asgiscale.runtime.shm import SlotTable
 
 logger = logging.getLogger("asgiscale.error")
@@ -197,8 +198,16 @@ def _load(config: Config, generation: int, log_config: dict[str, Any]) -> tuple[
                 "--readiness %r is not callable; give a function that returns True when ready.", config.readiness
             )
             raise SystemExit(EXIT_STARTUP_FAILURE)
+    admission = None
+    if config.max_concurrency is not None:
+        queue = config.max_concurrency if config.max_queue is None else config.max_queue
+        admission = Admission(config.max_concurrency, queue, config.queue_timeout)
     settings = worker.WorkerSettings(
-        graceful_timeout=config.graceful_timeout, metrics=config.metrics, readiness=readiness, generation=generation
+        graceful_timeout=config.graceful_timeout,
+        metrics=config.metrics,
+        readiness=readiness,
+        generation=generation,
+        admission=admission,
     )
     return uv_config, settings
 

@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 import uvicorn
 
 from asgiscale.config import EXIT_STARTUP_FAILURE
-from asgiscale.runtime.instrument import Instrumentation
+from asgiscale.runtime.instrument import Admission, Instrumentation
 from asgiscale.runtime.metrics import Recorder
 from asgiscale.runtime.shm import Field, Slot, WorkerState
 
@@ -56,6 +56,7 @@ class WorkerSettings:
     metrics: bool = True
     readiness: Callable[[], Any] | None = None
     generation: int = 0
+    admission: Admission | None = None
 
 
 class WorkerServer(uvicorn.Server):
@@ -69,10 +70,11 @@ class WorkerServer(uvicorn.Server):
         self.readiness = settings.readiness
         self.metrics: Instrumentation | None = None
         self._uninstall: Callable[[], None] | None = None
-        if settings.metrics:
+        # Admission control lives in the same request hook, so it brings the counts with it.
+        if settings.metrics or settings.admission is not None:
             if not config.loaded:
                 config.load()
-            self.metrics = Instrumentation(Recorder(slot))
+            self.metrics = Instrumentation(Recorder(slot), settings.admission)
             self._uninstall = self.metrics.install(config)
         self._readiness_task: asyncio.Task[None] | None = None
 
@@ -104,6 +106,9 @@ class WorkerServer(uvicorn.Server):
             slot.set(Field.WS_ACTIVE, metrics.websockets)
             slot.set(Field.WS_TOTAL, metrics.websockets_total)
             slot.set(Field.BUSY_NS, metrics.busy_ns())
+            slot.set(Field.QUEUED, metrics.queued)
+            slot.set(Field.QUEUE_WAIT_NS, metrics.queue_wait_ns)
+            slot.set(Field.SHED, metrics.shed)
         if os.getppid() != self.supervisor_pid and not self.should_exit:
             logger.warning("The supervisor is gone; worker [%d] stops.", os.getpid())
             self.should_exit = True

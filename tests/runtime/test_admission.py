@@ -1,0 +1,71 @@
+"""Admission control of a real `asgiscale run`: a bounded queue, 503 with Retry-After beyond it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from tests.runtime.test_admin import scrape
+from tests.utils import AsgiscaleProcess, wait_for
+
+
+async def burst(url: str, count: int) -> list[httpx.Response]:
+    """`count` requests at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        return list(await asyncio.gather(*(client.get(url) for _ in range(count))))
+
+
+def test_beyond_the_limit_and_the_queue_requests_get_503_with_retry_after_and_nothing_hangs(probe_dir: Path) -> None:
+    limit, queue = 4, 2
+    args = ["probe:app", "--no-access-log", "--max-concurrency", str(limit), "--max-queue", str(queue)]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        responses = asyncio.run(burst(server.url + "/slow?ms=400", 3 * (limit + queue)))
+        statuses = Counter(r.status_code for r in responses)
+        assert statuses == {200: limit + queue, 503: 2 * (limit + queue)}
+        for response in responses:
+            if response.status_code == 503:
+                assert response.headers["retry-after"] == "5"
+                assert "at capacity" in response.text
+        # The admin server is its own process: a full worker never sheds a probe or a scrape.
+        assert httpx.get(server.admin_url + "/healthz", timeout=5).status_code == 200
+
+        def counted() -> dict[str, dict[tuple[tuple[str, str], ...], float]] | None:
+            samples = scrape(server.admin_url)
+            return samples if samples["asgiscale_requests_shed_total"][()] == 2 * (limit + queue) else None
+
+        samples = wait_for(counted, 5, "the shed requests in /metrics")
+        assert samples["asgiscale_queue_wait_seconds_count"][()] == queue
+        assert samples["asgiscale_queue_wait_seconds_sum"][()] > 0
+        counts = samples["http_server_request_duration_seconds_count"]
+        assert counts[(("http_request_method", "GET"), ("http_response_status_code", "503"))] == 2 * (limit + queue)
+        assert counts[(("http_request_method", "GET"), ("http_response_status_code", "200"))] == limit + queue
+
+        # Once the burst is over the worker admits again.
+        assert server.get("/").status_code == 200
+
+
+def test_a_request_that_waits_longer_than_the_queue_timeout_gets_503(probe_dir: Path) -> None:
+    args = ["probe:app", "--no-access-log", "--max-concurrency", "1", "--max-queue", "5", "--queue-timeout", "0.2"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        responses = asyncio.run(burst(server.url + "/slow?ms=1500", 3))
+        assert sorted(r.status_code for r in responses) == [200, 503, 503]
+        assert all(r.headers["retry-after"] == "1" for r in responses if r.status_code == 503)
+        samples = wait_for(
+            lambda: (s := scrape(server.admin_url))["asgiscale_requests_shed_total"][()] == 2 and s,
+            5,
+            "two shed requests",
+        )
+        assert samples["asgiscale_queue_wait_seconds_count"][()] == 0
+
+
+def test_without_a_limit_a_burst_is_served_in_full(probe_dir: Path) -> None:
+    with AsgiscaleProcess(["probe:app", "--no-access-log"], probe_dir) as server:
+        server.wait_workers(1)
+        responses = asyncio.run(burst(server.url + "/slow?ms=200", 30))
+        assert Counter(r.status_code for r in responses) == {200: 30}
