@@ -140,3 +140,72 @@ def test_named_paths_must_exist(tmp_path: Path) -> None:
         Config(reload_dirs=("nope",)).check_paths()
     with pytest.raises(ConfigError, match=r"^'env_file' names '.env.prod', which does not exist"):
         Config(env_file=".env.prod").check_paths()
+
+
+def test_the_scale_section_of_the_file_becomes_an_hpa_spec(tmp_path: Path) -> None:
+    (tmp_path / "asgiscale.toml").write_text(
+        "min-workers = 2\nmax-workers = 6\nscale-targets = ['concurrency=8', 'cpu=60', 'rps=0.5']\n"
+        "[scale.behavior.scaleDown]\nstabilizationWindowSeconds = 30\n"
+        "policies = [{ type = 'Pods', value = 1, periodSeconds = 10 }]\n"
+    )
+    config = Config.from_sources({}, env={}, cwd=tmp_path)
+    assert (config.autoscale, config.initial_workers) == (True, 2)
+    assert config.hpa_spec == {
+        "minReplicas": 2,
+        "maxReplicas": 6,
+        "metrics": [
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "http_server_active_requests"},
+                    "target": {"type": "AverageValue", "averageValue": "8"},
+                },
+            },
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+            },
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "http_server_requests_per_second"},
+                    "target": {"type": "AverageValue", "averageValue": "500m"},
+                },
+            },
+        ],
+        "behavior": {
+            "scaleDown": {
+                "stabilizationWindowSeconds": 30,
+                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 10}],
+            }
+        },
+    }
+    assert Config(max_workers=4).hpa_spec["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"min_workers": 5, "max_workers": 2},
+            r"^'min_workers' \(5\) is above 'max_workers' \(2\); lower one of them$",
+        ),
+        ({"min_workers": 2}, r"^'min_workers' is set without 'max_workers'"),
+        ({"workers": 4, "max_workers": 8}, r"^'workers' and 'max_workers' are both set"),
+        ({"max_workers": 4, "scale_targets": ["cpus=70"]}, r"known metric; did you mean 'cpu=…'\?$"),
+        ({"max_workers": 4, "scale_targets": ["rps=fast"]}, r"needs a number after '=' \(like rps=10\)$"),
+        ({"max_workers": 4, "scale_targets": ["rps=-1"]}, r"must be a positive number$"),
+        ({"max_workers": 4, "scale_targets": ["cpu=1", "cpu=2"]}, r"'cpu' is given twice"),
+        ({"max_workers": 4, "scale_policy": "kpa", "scale_targets": ["cpu=70"]}, r"kpa policy scales on one target"),
+        ({"max_workers": 4, "scale": {"behaviour": {}}}, r"unknown key 'behaviour' in the scale table; did you mean"),
+        ({"max_workers": 4, "scale": {"behavior": 3}}, r"'scale.behavior' must be a table"),
+    ],
+)
+def test_impossible_scaling_settings_are_one_line_errors(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_sources(settings, env={}, cwd=Path("/nonexistent"))
+
+
+def test_the_scale_table_cannot_come_from_the_environment() -> None:
+    with pytest.raises(ConfigError, match=r"^ASGISCALE_SCALE: 'scale' is a table; set it in asgiscale.toml"):
+        Config.from_sources({}, env={"ASGISCALE_SCALE": "{}"}, cwd=Path("/nonexistent"))

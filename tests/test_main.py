@@ -18,7 +18,10 @@ def test_cli_run_and_config_keep_the_same_parameters() -> None:
     # A negatable setting also has its --no-NAME switch (`--no-admin`).
     negations = {"no_" + f.name for f in dataclasses.fields(Config) if f.metadata["negatable"]}
     assert negations == {"no_admin"}
-    assert options == {f.name for f in dataclasses.fields(Config)} | negations
+    # A file-only setting (a table, like `scale`) has no flag.
+    file_only = {f.name for f in dataclasses.fields(Config) if f.metadata["file_only"]}
+    assert file_only == {"scale"}
+    assert options == {f.name for f in dataclasses.fields(Config)} - file_only | negations
     # run() takes the app positionally and every other Config field as a keyword.
     parameters = inspect.signature(run).parameters
     assert list(parameters) == ["app", "options"]

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from asgiscale import scaling
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -37,6 +39,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOOPS = ("auto", "asyncio", "uvloop")
 HTTP_IMPLS = ("auto", "h11", "httptools")
 WS_IMPLS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+SCALE_POLICIES = ("hpa", "kpa")
 
 DEFAULT_ADMIN = "127.0.0.1:9000"
 OFF = "off"
@@ -60,9 +63,11 @@ def _field(
     maximum: float | None = None,
     secret: bool = False,
     negatable: bool = False,
+    file_only: bool = False,
 ) -> Any:
     metadata = {
         "negatable": negatable,
+        "file_only": file_only,
         "help": help,
         "flags": flags,
         "choices": choices,
@@ -120,7 +125,37 @@ class Config:
     reload_dirs: tuple[str, ...] = _field(
         (), "Directories to watch with --reload (default: the current one).", flags=("--reload-dir",)
     )
-    workers: int = _field(1, "Number of worker processes.", minimum=1, maximum=512)
+    workers: int = _field(1, "Number of worker processes (a fixed count; see --max-workers).", minimum=1, maximum=512)
+    min_workers: int | None = _field(
+        None,
+        "Self-scaling: the fewest workers (default 1 when --max-workers is set); the count starts here.",
+        minimum=1,
+        maximum=512,
+    )
+    max_workers: int | None = _field(
+        None,
+        "Self-scaling: scale the worker count with load up to this many, with --scale-policy.",
+        minimum=1,
+        maximum=512,
+    )
+    scale_policy: str = _field(
+        "hpa", "Self-scaling algorithm: the Kubernetes HPA's or Knative's KPA.", choices=SCALE_POLICIES
+    )
+    scale_targets: tuple[str, ...] = _field(
+        (),
+        "Self-scaling: what one worker should carry, METRIC=VALUE with cpu (% of one core), concurrency "
+        "(requests in flight) or rps (default cpu=70 for hpa, concurrency=100 for kpa).",
+        flags=("--scale-target",),
+    )
+    scale_sync_period: float = _field(
+        1.0, "Self-scaling: seconds between two decisions of the policy.", minimum=0.1, maximum=3600
+    )
+    scale: dict[str, Any] | None = _field(
+        None,
+        "Self-scaling details, file only: 'behavior' (an autoscaling/v2 HPA behavior, camelCase), "
+        "'tolerance', 'kpa' (see docs/scaling.md).",
+        file_only=True,
+    )
     graceful_timeout: float = _field(
         30,
         "Seconds a stopping worker gets to finish in-flight requests before it is killed.",
@@ -175,10 +210,56 @@ class Config:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("'ssl_keyfile' is set without 'ssl_certfile'; give both to serve TLS")
         self.admin_address  # noqa: B018 - validates
+        self._check_scaling()
         if self.max_queue is not None and self.max_concurrency is None:
             raise ConfigError("'max_queue' is set without 'max_concurrency'; set the concurrency limit it queues for")
         if self.readiness is not None and ":" not in self.readiness:
             raise ConfigError(f"'readiness' must look like 'module:callable', got {self.readiness!r}")
+
+    def _check_scaling(self) -> None:
+        if self.max_workers is None:
+            if self.min_workers is not None:
+                raise ConfigError("'min_workers' is set without 'max_workers'; give both to scale with load")
+            return
+        if self.workers != 1:
+            raise ConfigError(
+                "'workers' and 'max_workers' are both set; with self-scaling the count starts at 'min_workers'"
+            )
+        if self.min_workers is not None and self.min_workers > self.max_workers:
+            raise ConfigError(
+                f"'min_workers' ({self.min_workers}) is above 'max_workers' ({self.max_workers}); lower one of them"
+            )
+        try:
+            targets = scaling.parse_targets(self.scale_targets or scaling.DEFAULT_TARGETS[self.scale_policy])
+            scaling.check_table(self.scale or {})
+        except scaling.ScaleError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.scale_policy == "kpa" and (len(targets) != 1 or targets[0].metric == "cpu"):
+            raise ConfigError("the kpa policy scales on one target, concurrency=N or rps=N (not cpu)")
+
+    @property
+    def autoscale(self) -> bool:
+        """Whether the worker count follows the load (`max_workers` is set)."""
+        return self.max_workers is not None
+
+    @property
+    def initial_workers(self) -> int:
+        return (self.min_workers or 1) if self.autoscale else self.workers
+
+    @property
+    def targets(self) -> tuple[scaling.Target, ...]:
+        """The scale targets, parsed, with the policy's default when none is given."""
+        return scaling.parse_targets(self.scale_targets or scaling.DEFAULT_TARGETS[self.scale_policy])
+
+    @property
+    def hpa_spec(self) -> dict[str, Any]:
+        """The scaling policy as the `spec` of an autoscaling/v2 HPA (without scaleTargetRef)."""
+        return scaling.hpa_spec(
+            min_replicas=self.min_workers or 1,
+            max_replicas=self.max_workers or self.workers,
+            targets=self.targets,
+            table=self.scale or {},
+        )
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
@@ -263,7 +344,7 @@ def field_type(field: dataclasses.Field[Any]) -> tuple[type, bool]:
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
-    return base, optional
+    return typing.get_origin(base) or base, optional
 
 
 def read_config_file(cwd: Path) -> tuple[dict[str, Any], str]:
@@ -322,10 +403,14 @@ def _convert(field: dataclasses.Field[Any], raw: Any, where: str, from_text: boo
     base, optional = field_type(field)
     if raw is None and optional:
         return None
+    if from_text and field.metadata["file_only"]:
+        raise ConfigError(f"{where}: '{field.name}' is a table; set it in {CONFIG_FILE} or [tool.asgiscale]")
     if isinstance(raw, str) and (from_text or base is str):
         return _from_text(field, base, optional, raw, where)
     if base is tuple and isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
         return tuple(raw)
+    if base is dict and isinstance(raw, Mapping):
+        return dict(raw)
     if base is bool and isinstance(raw, bool):
         return raw
     if base is int and isinstance(raw, int) and not isinstance(raw, bool):
@@ -368,6 +453,7 @@ def _describe_type(field: dataclasses.Field[Any]) -> str:
         int: "a whole number",
         float: "a number",
         tuple: "a list of strings",
+        dict: "a table",
     }.get(base, "a string")
 
 
@@ -408,8 +494,10 @@ def settings_markdown() -> str:
         if (base is bool or field.metadata["negatable"]) and field.name != "app":
             flags = tuple(f"{flag}/--no-{flag[2:]}" for flag in flags[:1])
         flag = "APP (argument)" if field.name == "app" else ", ".join(f"`{f}`" for f in flags)
+        if field.metadata["file_only"]:
+            flag = "(file only)"
         kind = _describe_type(field) + (" or none" if optional else "")
         default = "" if field.default in (None, ()) else f"`{field.default!r}`"
-        env = f"`{ENV_PREFIX}{field.name.upper()}`"
+        env = "" if field.metadata["file_only"] else f"`{ENV_PREFIX}{field.name.upper()}`"
         lines.append(f"| `{field.name}` | {flag} | {env} | {kind} | {default} | {field.metadata['help']} |")
     return "\n".join(lines) + "\n"

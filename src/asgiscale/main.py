@@ -53,7 +53,7 @@ def _options() -> list[click.Parameter]:
         click.Argument(["app"], required=False, metavar="APP", envvar=None),
     ]
     for field in config_module.fields():
-        if field.name == "app":
+        if field.name == "app" or field.metadata["file_only"]:
             continue
         base, _ = config_module.field_type(field)
         flags = list(field.metadata["flags"]) or ["--" + field.name.replace("_", "-")]

@@ -1,0 +1,123 @@
+"""The scaling policy of a Config, as one value every part of asgiscale reads.
+
+`asgiscale run` executes it on workers, `asgiscale deploy` writes it as the `spec` of a
+Kubernetes HorizontalPodAutoscaler, `asgiscale simulate` replays it. The policy is
+written in the HPA's own vocabulary: targets per worker (or pod) for CPU utilization,
+in-flight requests or request rate, and the `behavior` block of an autoscaling/v2 HPA
+(stabilization windows, Pods/Percent rate limits, selectPolicy), camelCase as in YAML:
+
+    # asgiscale.toml
+    min_workers = 1
+    max_workers = 8
+    scale_targets = ["concurrency=16"]
+
+    [scale.behavior.scaleDown]
+    stabilizationWindowSeconds = 60
+    policies = [{ type = "Percent", value = 50, periodSeconds = 15 }]
+
+    >>> spec = hpa_spec(min_replicas=1, max_replicas=8, targets=parse_targets(["cpu=70"]), table={})
+    >>> spec["metrics"][0]["resource"]["target"]
+    {'type': 'Utilization', 'averageUtilization': 70}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# What each worker (or pod) is measured by, and the metric name a Kubernetes metrics adapter
+# serves it under (`None`: the resource metric of the metrics server).
+METRICS: dict[str, str | None] = {
+    "cpu": None,  # % of one core (of the CPU request on Kubernetes)
+    "concurrency": "http_server_active_requests",  # requests in flight
+    "rps": "http_server_requests_per_second",  # requests completed per second
+}
+DEFAULT_TARGETS = {"hpa": ("cpu=70",), "kpa": ("concurrency=100",)}
+# Keys of the `scale` table in the config file.
+TABLE_KEYS = ("behavior", "tolerance", "kpa")
+
+
+class ScaleError(ValueError):
+    """A scaling setting that cannot be used; one line naming it and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The value of `metric` one worker should carry on average."""
+
+    metric: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value:g}"
+
+
+def parse_targets(texts: Iterable[str]) -> tuple[Target, ...]:
+    """`["cpu=70", "rps=200"]` -> targets; at most one per metric."""
+    targets: dict[str, Target] = {}
+    for text in texts:
+        name, sep, raw = text.partition("=")
+        name = name.strip().lower()
+        if name not in METRICS or not sep:
+            close = difflib.get_close_matches(name, list(METRICS), n=1)
+            hint = f"did you mean '{close[0]}=…'?" if close else f"use one of {', '.join(m + '=N' for m in METRICS)}"
+            raise ScaleError(f"scale target {text!r} is not METRIC=VALUE with a known metric; {hint}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ScaleError(f"scale target {text!r} needs a number after '=' (like {name}=10)") from None
+        if not value > 0 or value == float("inf"):
+            raise ScaleError(f"scale target {text!r} must be a positive number")
+        if name == "cpu" and value != int(value):
+            raise ScaleError(f"scale target {text!r}: CPU utilization is a whole percent, like cpu=70")
+        if name in targets:
+            raise ScaleError(f"scale target '{name}' is given twice; keep one")
+        targets[name] = Target(name, value)
+    return tuple(targets.values())
+
+
+def check_table(table: Mapping[str, Any]) -> None:
+    for key in table:
+        if key not in TABLE_KEYS:
+            close = difflib.get_close_matches(key, TABLE_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(TABLE_KEYS)}"
+            raise ScaleError(f"unknown key '{key}' in the scale table; {hint}")
+    for key in ("behavior", "kpa"):
+        if not isinstance(table.get(key, {}), Mapping):
+            raise ScaleError(f"'scale.{key}' must be a table")
+
+
+def hpa_spec(
+    *, min_replicas: int, max_replicas: int, targets: Iterable[Target], table: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The `spec` of an autoscaling/v2 HorizontalPodAutoscaler for these targets (no scaleTargetRef)."""
+    spec: dict[str, Any] = {
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "metrics": [_metric_spec(t) for t in targets],
+    }
+    if table.get("behavior"):
+        spec["behavior"] = dict(table["behavior"])
+    return spec
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for `value`: whole numbers as is, fractions in milli-units."""
+    if value == int(value):
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def _metric_spec(target: Target) -> dict[str, Any]:
+    name = METRICS[target.metric]
+    if name is None:
+        return {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": int(target.value)}},
+        }
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": quantity(target.value)}},
+    }
