@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from asgiscale import scaling
+from asgiscale.policy import PolicyError, ScalingPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -232,10 +233,13 @@ class Config:
         try:
             targets = scaling.parse_targets(self.scale_targets or scaling.DEFAULT_TARGETS[self.scale_policy])
             scaling.check_table(self.scale or {})
+            if self.scale_policy == "kpa" and (len(targets) != 1 or targets[0].metric == "cpu"):
+                raise ConfigError("the kpa policy scales on one target, concurrency=N or rps=N (not cpu)")
+            self.scaling_policy()
         except scaling.ScaleError as exc:
             raise ConfigError(str(exc)) from None
-        if self.scale_policy == "kpa" and (len(targets) != 1 or targets[0].metric == "cpu"):
-            raise ConfigError("the kpa policy scales on one target, concurrency=N or rps=N (not cpu)")
+        except PolicyError as exc:
+            raise ConfigError(f"the [scale] policy: {exc}") from None
 
     @property
     def autoscale(self) -> bool:
@@ -259,6 +263,17 @@ class Config:
             max_replicas=self.max_workers or self.workers,
             targets=self.targets,
             table=self.scale or {},
+        )
+
+    def scaling_policy(self) -> ScalingPolicy:
+        """A new policy object for the runtime (or a simulation) to drive; it keeps its own history."""
+        return scaling.build_policy(
+            self.scale_policy,
+            min_replicas=self.min_workers or 1,
+            max_replicas=self.max_workers or self.workers,
+            targets=self.targets,
+            table=self.scale or {},
+            sync_period=self.scale_sync_period,
         )
 
     @property

@@ -27,6 +27,9 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from asgiscale.policy import HorizontalPodAutoscaler, KnativePodAutoscaler, ScalingPolicy
+from asgiscale.policy.kpa import PREFIX as KNATIVE_PREFIX
+
 # What each worker (or pod) is measured by, and the metric name a Kubernetes metrics adapter
 # serves it under (`None`: the resource metric of the metrics server).
 METRICS: dict[str, str | None] = {
@@ -101,6 +104,35 @@ def hpa_spec(
     if table.get("behavior"):
         spec["behavior"] = dict(table["behavior"])
     return spec
+
+
+def build_policy(
+    kind: str,
+    *,
+    min_replicas: int,
+    max_replicas: int,
+    targets: tuple[Target, ...],
+    table: Mapping[str, Any],
+    sync_period: float,
+) -> ScalingPolicy:
+    """A fresh policy object (it keeps its own history) for `kind` "hpa" or "kpa"; raises `PolicyError`."""
+    if kind == "kpa":
+        settings = dict(table.get("kpa", {}))
+        for key in ("min-scale", "minScale", "max-scale", "maxScale", "metric", "target"):
+            if key in settings:
+                raise ScaleError(f"'scale.kpa.{key}' is set by min_workers, max_workers or scale_targets; remove it")
+        annotations = {KNATIVE_PREFIX + key: value for key, value in settings.items()}
+        (target,) = targets
+        annotations[KNATIVE_PREFIX + "metric"] = target.metric
+        annotations[KNATIVE_PREFIX + "target"] = f"{target.value:g}"
+        return KnativePodAutoscaler.from_annotations(
+            annotations, min_scale=min_replicas, max_scale=max_replicas, sync_period=sync_period
+        )
+    spec = hpa_spec(min_replicas=min_replicas, max_replicas=max_replicas, targets=targets, table=table)
+    flags: dict[str, Any] = {"sync_period": sync_period}
+    if "tolerance" in table:
+        flags["tolerance"] = table["tolerance"]
+    return HorizontalPodAutoscaler.from_spec(spec, **flags)
 
 
 def quantity(value: float) -> str:

@@ -23,15 +23,17 @@ from typing import Any
 
 from asgiscale import _logging
 from asgiscale.config import DEFAULT_ADMIN, EXIT_STARTUP_FAILURE, Config
-from asgiscale.runtime import metrics, sockets
+from asgiscale.runtime import _procfs, metrics, sockets
 from asgiscale.runtime._process import SUPERVISOR_SIGNALS
 from asgiscale.runtime.admin import AdminProcess
+from asgiscale.runtime.autoscale import Autoscaler, Reading
 from asgiscale.runtime.events import EventForwarder
-from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Spawn
+from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Phase, Spawn
 from asgiscale.runtime.preload import Preloader
 from asgiscale.runtime.shm import RESTART_REASONS, Block, SlotTable, WorkerState
 
 logger = logging.getLogger("asgiscale.error")
+scale_logger = logging.getLogger("asgiscale.scale")
 
 TICK = 0.1
 # A blocked worker gets SIGUSR1 (traceback dump) this long before SIGKILL.
@@ -58,15 +60,16 @@ class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.fleet = Fleet(
-            target=config.workers,
+            target=config.initial_workers,
             graceful_timeout=config.graceful_timeout,
             worker_timeout=config.worker_timeout,
             startup_timeout=config.startup_timeout,
             request_limit=config.limit_max_requests,
             request_jitter=config.max_requests_jitter,
         )
+        self.autoscaler = Autoscaler.from_config(config) if config.autoscale else None
         # Room for the target, one replacement, and workers still draining after quick reloads.
-        self.capacity = max(128, 4 * config.workers + 8)
+        self.capacity = max(128, 4 * (config.max_workers or config.workers) + 8)
         self.table = SlotTable(self.capacity)
         self.preloaders: dict[int, Preloader] = {}
         self.stage = Stage.RUNNING
@@ -126,6 +129,7 @@ class Supervisor:
         now = time.monotonic()
         self._reap(now)
         self._observe(now)
+        self._autoscale(now)
         if self.stage is Stage.DELAYING and now >= self.close_at:
             self._close_listeners()
         self._ensure_preloader(now)
@@ -210,15 +214,36 @@ class Supervisor:
     def handle_sigchld(self) -> None:
         pass  # the loop reaps on every tick
 
-    def _set_target(self, target: int) -> None:
-        limit = (self.capacity - 8) // 4
+    def _set_target(self, target: int, why: str = "signal") -> None:
+        lowest, limit = (self.config.min_workers or 1), self.config.max_workers or (self.capacity - 8) // 4
         if target > limit:
-            logger.warning("Workers: staying at %d, the most this supervisor was sized for.", limit)
-        target = max(1, min(target, limit))
+            logger.warning("Workers: staying at %d, the most allowed (--max-workers, or what fits).", limit)
+        target = max(lowest, min(target, limit))
         if target != self.fleet.target:
-            logger.info("Workers: %d -> %d.", self.fleet.target, target, extra={"event": "scale"})
+            scale_logger.info("Workers: %d -> %d (%s).", self.fleet.target, target, why, extra={"event": "scale"})
             self.table.add(Block.SCALE_UP if target > self.fleet.target else Block.SCALE_DOWN)
             self.fleet.target = target
+
+    def _autoscale(self, now: float) -> None:
+        scaler = self.autoscaler
+        if scaler is None or self.stage is not Stage.RUNNING or self.fleet.generation is None:
+            return
+        readings = []
+        for worker in self.fleet.workers.values():
+            if worker.phase is Phase.DRAINING:
+                continue
+            slot = self.table.slot(worker.slot)
+            written = slot.pid == worker.pid
+            in_flight, requests = (slot.in_flight, slot.requests) if written else (0, 0)
+            readings.append(Reading(worker.pid, worker.phase is Phase.READY, in_flight, requests))
+        scaler.sample(now, readings)
+        if scaler.due(now):
+            cpu = {r.pid: (usage[0] if (usage := _procfs.cpu_and_rss(r.pid)) else None) for r in readings}
+            decision = scaler.decide(now, self.fleet.target, cpu)
+            if decision.change:
+                self._set_target(decision.desired, f"{self.config.scale_policy}: {decision.describe()}")
+            else:
+                scale_logger.debug("Workers: staying at %d (%s).", decision.current, decision.describe())
 
     def _on_preloader_status(self, preloader: Preloader) -> None:
         if preloader.read_status():

@@ -1,0 +1,61 @@
+"""Self-scaling workers of a real `asgiscale run` under a step of slow concurrent requests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.runtime.test_admin import scrape
+from tests.utils import AsgiscaleProcess, Load
+
+# Scale-down waits 2 s of lower recommendations, then may remove every surplus worker at once.
+BEHAVIOR = """
+[scale.behavior.scaleDown]
+stabilizationWindowSeconds = 2
+policies = [{ type = "Percent", value = 100, periodSeconds = 1 }]
+"""
+
+
+def test_hpa_follows_a_load_step_up_and_back_down_without_failing_a_request(probe_dir: Path) -> None:
+    (probe_dir / "asgiscale.toml").write_text(BEHAVIOR)
+    args = ["probe:app", "--no-access-log", "--min-workers", "1", "--max-workers", "4"]
+    args += ["--scale-target", "concurrency=2", "--scale-sync-period", "0.5"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        # 8 clients, each always waiting on a 100 ms request: 8 in flight against a target of
+        # 2 per worker. The HPA wants ceil(8 / 2) = 4 workers; its default scale-up policy
+        # (4 pods or 100 % per 15 s, the larger) allows that in one sync, or two when the load
+        # starts part-way through a sync period.
+        with Load(server.url, clients=8, path="/slow?ms=100", max_seconds=60) as load:
+            up = server.wait_log(r"Workers: 1 -> (\d+) \(hpa: (.*)\)\.")
+            assert re.search(r"concurrency [\d.]+/worker; .* ratio [\d.]+ -> \d", up[2]), up[0]
+            server.wait_log(r"Workers: \d -> 4 \(hpa: ")
+            server.wait_workers(4)
+            load.wait_requests(100)
+        assert load.failures == []
+        ups = len(re.findall(r"Workers: \d -> \d \(hpa", server.log()))
+        assert "-> 5" not in server.log()  # never above --max-workers
+        # Load gone: the 2 s window passes, then the surplus drains (100 % per second allowed).
+        down = server.wait_log(r"Workers: 4 -> (\d+) \(hpa: .*\)\.")
+        assert down[1] == "1", down[0]
+        server.wait_workers(1)
+        samples = scrape(server.admin_url)
+        assert samples["asgiscale_scale_decisions_total"] == {(("direction", "up"),): ups, (("direction", "down"),): 1}
+        assert samples["asgiscale_workers_desired"][()] == 1
+        assert server.get("/").status_code == 200
+        events = [e["event"] for e in httpx.get(server.admin_url + "/status", timeout=10).json()["events"]]
+        assert events.count("scale") == ups + 1
+
+
+def test_kpa_scales_on_concurrency_too(probe_dir: Path) -> None:
+    args = ["probe:app", "--no-access-log", "--min-workers", "1", "--max-workers", "3", "--scale-policy", "kpa"]
+    args += ["--scale-target", "concurrency=2", "--scale-sync-period", "0.5"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        with Load(server.url, clients=6, path="/slow?ms=100", max_seconds=60) as load:
+            up = server.wait_log(r"Workers: 1 -> (\d+) \(kpa: .*\)\.")
+            assert int(up[1]) > 1, up[0]
+            load.wait_requests(50)
+        assert load.failures == []
