@@ -104,6 +104,15 @@ def test_render_shows_header_totals_workers_and_events() -> None:
     assert text.index("died while ready") < text.index("Started worker [28059]")
 
 
+def test_render_shows_the_scaling_policy_and_its_decisions() -> None:
+    scaled = {
+        **STATUS,
+        "scaling": {"policy": "hpa", "min_workers": 1, "max_workers": 8, "targets": ["concurrency=16"]},
+        "supervisor": {**STATUS["supervisor"], "scale_decisions": {"up": 3, "down": 1}},
+    }
+    assert "2 workers, target 2 (hpa 1-8, 3 up 1 down)" in text_of(render(scaled))
+
+
 def test_render_without_workers_or_events() -> None:
     text = text_of(render({**STATUS, "workers": [], "events": []}))
     assert "no worker is alive" in text

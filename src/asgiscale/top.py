@@ -125,10 +125,18 @@ def _header(status: Mapping[str, Any]) -> RenderableType:
         " on ",
         str(status.get("listen", "")),
     )
+    scaling = status.get("scaling")
+    scaled = ""
+    if scaling:
+        decisions = sup.get("scale_decisions", {})
+        scaled = (
+            f" ({scaling['policy']} {scaling['min_workers']}-{scaling['max_workers']},"
+            f" {decisions.get('up', 0)} up {decisions.get('down', 0)} down)"
+        )
     line = Text.assemble(
         (sup["stage"], "green" if sup["stage"] == "running" else "yellow"),
         f" · up {_duration(sup['uptime'])} · generation {sup['generation']}",
-        f" · {len(status['workers'])} workers, target {sup['target_workers']} · ",
+        f" · {len(status['workers'])} workers, target {sup['target_workers']}{scaled} · ",
         ("ready" if sup["ready"] else f"not ready: {sup['readiness']}", "green" if sup["ready"] else "bold red"),
         " · ",
         ("healthy" if sup["healthy"] else f"unhealthy: {sup['health']}", "green" if sup["healthy"] else "bold red"),

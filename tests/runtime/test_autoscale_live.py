@@ -45,8 +45,15 @@ def test_hpa_follows_a_load_step_up_and_back_down_without_failing_a_request(prob
         assert samples["asgiscale_scale_decisions_total"] == {(("direction", "up"),): ups, (("direction", "down"),): 1}
         assert samples["asgiscale_workers_desired"][()] == 1
         assert server.get("/").status_code == 200
-        events = [e["event"] for e in httpx.get(server.admin_url + "/status", timeout=10).json()["events"]]
-        assert events.count("scale") == ups + 1
+        status = httpx.get(server.admin_url + "/status", timeout=10).json()
+        assert status["scaling"] == {
+            "policy": "hpa",
+            "min_workers": 1,
+            "max_workers": 4,
+            "targets": ["concurrency=2"],
+        }
+        assert status["supervisor"]["scale_decisions"] == {"up": ups, "down": 1}
+        assert [e["event"] for e in status["events"]].count("scale") == ups + 1
 
 
 def test_kpa_scales_on_concurrency_too(probe_dir: Path) -> None:

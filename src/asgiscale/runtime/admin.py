@@ -80,7 +80,14 @@ class Observer:
         self.app_check = config.readiness is not None
         self.history = status.History()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
-        self.info = {"version": __version__, "app": config.app, "listen": config.bind_description}
+        self.info: dict[str, Any] = {"version": __version__, "app": config.app, "listen": config.bind_description}
+        if config.autoscale:
+            self.info["scaling"] = {
+                "policy": config.scale_policy,
+                "min_workers": config.min_workers or 1,
+                "max_workers": config.max_workers,
+                "targets": [str(t) for t in config.targets],
+            }
         self._last_cpu: dict[int, tuple[float, float]] = {}  # pid -> (cpu seconds, monotonic)
         self._processes: dict[int, status.Process] = {}
 

@@ -199,6 +199,7 @@ def status(
             "uptime": round(now_wall - started_ns / 1e9, 3) if started_ns else None,
             "generation": block[Block.GENERATION],
             "target_workers": block[Block.TARGET],
+            "scale_decisions": {"up": block[Block.SCALE_UP], "down": block[Block.SCALE_DOWN]},
             "healthy": healthy,
             "health": health_reason,
             "ready": ready,
