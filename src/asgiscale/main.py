@@ -103,9 +103,13 @@ run_command = click.Command(
 
 class _Commands(click.Group):
     """Commands whose modules load only when they run: the supervisor, and every worker forked
-    from it, never carry the terminal UI of `top`."""
+    from it, never carry the terminal UI of `top` or the renderers of `deploy`."""
 
-    lazy = {"top": ("asgiscale.top", "top_command")}
+    lazy = {
+        "check": ("asgiscale.deploy.cli", "check_command"),
+        "deploy": ("asgiscale.deploy.cli", "deploy_command"),
+        "top": ("asgiscale.top", "top_command"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
