@@ -65,23 +65,26 @@ def render(config: Config, *, python: str) -> dict[str, str]:
             f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{ADMIN_PORT}/healthz', timeout=2)",
         ]
     )
+    base = base_image(python)
     dockerfile = f"""\
 # syntax=docker/dockerfile:1
 # Written by `asgiscale deploy docker`. Build: podman build -t IMAGE . (or docker build)
-ARG BASE={base_image(python)}
+# Another base: --build-arg BASE=... (the fallbacks below repeat the default for tools that
+# do not expand ARG, so they too see a pinned tag).
+ARG BASE={base}
 
-FROM ${{BASE}} AS build
+FROM ${{BASE:-{base}}} AS build
 ENV PIP_NO_CACHE_DIR=1 \\
     PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when {REQUIREMENTS} changes.
 COPY {REQUIREMENTS} ./
 RUN pip install --no-cache-dir -r {REQUIREMENTS}
 
-FROM ${{BASE}}
+FROM ${{BASE:-{base}}}
 ENV PYTHONDONTWRITEBYTECODE=1 \\
     PYTHONUNBUFFERED=1 \\
     PATH=/opt/venv/bin:$PATH

@@ -341,7 +341,8 @@ def knative_service(config: Config, options: DeployOptions) -> Object:
     """Knative Serving in place of Deployment, Service and HPA: the KPA with the same target.
 
     Knative routes one port per container and probes it itself, so the admin server stays
-    on loopback and the container has no probes of its own."""
+    on loopback and the container has no probes of its own; its queue-proxy drains the pod,
+    so there is no preStop hook or grace period either (Knative's schema allows neither)."""
     low, high = replica_bounds(config, options)
     target = next((t for t in pod_targets(config, options) if t.metric in ("concurrency", "rps")), None)
     annotations = {
@@ -357,7 +358,8 @@ def knative_service(config: Config, options: DeployOptions) -> Object:
     spec = pod_spec(config, options)
     app = container(config, options, admin=False)
     app["ports"] = [{"name": "http1", "containerPort": APP_PORT}]
-    spec = {k: v for k, v in spec.items() if k not in ("topologySpreadConstraints",)}
+    app.pop("lifecycle", None)
+    spec = {k: v for k, v in spec.items() if k not in ("topologySpreadConstraints", "terminationGracePeriodSeconds")}
     spec["containers"] = [app]
     spec["timeoutSeconds"] = 300
     return {
