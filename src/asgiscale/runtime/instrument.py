@@ -82,7 +82,7 @@ class Instrumentation:
         self.websockets = 0
         self.websockets_total = 0
         self._busy = [0, 0]  # time busy so far, start of the current busy stretch (ns)
-        self._finish: Callable[[Any, int], None] = lambda cycle, status: None  # set by install
+        self._finish: Callable[[Any, int, int], None] = lambda cycle, status, started: None  # set by install
 
     @property
     def active(self) -> int:
@@ -116,7 +116,7 @@ class Instrumentation:
         """Record the requests whose connection was lost before their response completed, then
         copy the counts into the slot (the worker's tick calls this every 100 ms)."""
         for cycle in [c for c in self.open if c.disconnected or c.transport.is_closing()]:
-            self._finish(cycle, 500 if cycle.response_started else STATUS_CLIENT_GONE)
+            self._finish(cycle, 500 if cycle.response_started else STATUS_CLIENT_GONE, self.open.pop(cycle))
         self.recorder.flush()
 
     def _cycle_class(self, base: Any) -> type:
@@ -124,17 +124,21 @@ class Instrumentation:
         # the cycle but its status: this is the whole per-request cost, so it is kept small.
         base_run, base_send, base_receive = base.run_asgi, base.send, base.receive
         open_, busy, recorder, waiting = self.open, self._busy, self.recorder, self.waiting
-        counts_of = recorder.counts
+        series, counts_of = recorder.series, recorder.counts
         bisect, bounds, total = bisect_left, BOUNDS_NS, BUCKETS
         now = _now
         admit_next: Callable[[], None] = lambda: None  # noqa: E731 - replaced under admission control
 
-        def finish(cycle: Any, status: int) -> None:
+        def finish(cycle: Any, status: int, started: int) -> None:
             end = now()
-            duration = end - open_.pop(cycle)
+            duration = end - started
             if not open_:
                 busy[0] += end - busy[1]
-            counts = counts_of(cycle.scope["method"], status)
+            method = cycle.scope["method"]
+            try:
+                counts = series[method][status]
+            except KeyError:
+                counts = counts_of(method, status)
             counts[bisect(bounds, duration)] += 1
             counts[total] += duration
             if waiting:
@@ -159,8 +163,10 @@ class Instrumentation:
                     body = message.get("body")
                     if body:
                         recorder.response_bytes += len(body)
-                    if not message.get("more_body") and self in open_:
-                        finish(self, self.status)
+                    if not message.get("more_body"):
+                        started = open_.pop(self, None)
+                        if started is not None:
+                            finish(self, self.status, started)
                 elif kind == "http.response.start":
                     self.status = message["status"]
                 return base_send(self, message)

@@ -66,7 +66,7 @@ class Recorder:
         self.slot = slot
         self.request_bytes = 0
         self.response_bytes = 0
-        self._series: dict[str, dict[int, list[int]]] = {}  # method -> status -> buckets + [sum]
+        self.series: dict[str, dict[int, list[int]]] = {}  # method -> status -> buckets + [sum]
         self._positions: list[tuple[int, list[int]]] = []  # where each list is copied to
 
     def record(self, method: str, status: int, duration_ns: int) -> None:
@@ -78,7 +78,7 @@ class Recorder:
     def counts(self, method: str, status: int) -> list[int]:
         """The counts of (method, status): one per duration bucket, then the sum of durations (ns)."""
         try:
-            return self._series[method][status]
+            return self.series[method][status]
         except KeyError:
             return self._allocate(method, status)
 
@@ -107,7 +107,7 @@ class Recorder:
         # The slot was reset at fork, so its counts are zero until the first flush; the key
         # makes the series visible.
         self.words[position] = key
-        self._series.setdefault(method, {})[status] = counts
+        self.series.setdefault(method, {})[status] = counts
         return counts
 
 
