@@ -68,7 +68,8 @@ def render(config: Config, *, python: str) -> dict[str, str]:
     base = base_image(python)
     dockerfile = f"""\
 # syntax=docker/dockerfile:1
-# Written by `asgiscale deploy docker`. Build: podman build -t IMAGE . (or docker build)
+# Written by `asgiscale deploy docker`. Build: docker build -t IMAGE . or podman build --format docker -t IMAGE .
+# (podman's default OCI format has no HEALTHCHECK).
 # Another base: --build-arg BASE=... (the fallbacks below repeat the default for tools that
 # do not expand ARG, so they too see a pinned tag).
 ARG BASE={base}
