@@ -69,3 +69,21 @@ def test_without_a_limit_a_burst_is_served_in_full(probe_dir: Path) -> None:
         server.wait_workers(1)
         responses = asyncio.run(burst(server.url + "/slow?ms=200", 30))
         assert Counter(r.status_code for r in responses) == {200: 30}
+
+
+def test_a_worker_that_never_yields_still_admits_its_queue_and_recovers(probe_dir: Path) -> None:
+    # CPU-bound requests finish before the queued request's task first runs: the place that
+    # came free must go to it, or the queue stays blocked until the queue timeout refuses it.
+    args = ["probe:app", "--no-access-log", "--max-concurrency", "1", "--max-queue", "1", "--queue-timeout", "30"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        responses = asyncio.run(burst(server.url + "/cpu?ms=20", 12))
+        statuses = Counter(r.status_code for r in responses)
+        assert statuses[200] >= 2 and statuses[200] + statuses[503] == 12, statuses
+        samples = wait_for(
+            lambda: (s := scrape(server.admin_url))["asgiscale_queue_wait_seconds_count"][()] >= 1 and s,
+            5,
+            "a queued request admitted",
+        )
+        assert samples["asgiscale_requests_shed_total"][()] == statuses[503]
+        assert [server.get("/").status_code for _ in range(5)] == [200] * 5

@@ -225,6 +225,8 @@ class Instrumentation:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[bool] = loop.create_future()
             waiting.append(future)
+            # The place this request was refused may have come free before its task first ran.
+            admit_next()
             expiry = loop.call_later(timeout, expire, future)
             try:
                 admitted = await future
