@@ -1,6 +1,6 @@
 """Run every benchmark in one go and append the results to docs/benchmarks.md.
 
-    python benchmarks/run_all.py            # full run, about 9 minutes on 2 cores
+    python benchmarks/run_all.py            # full run, about 20 minutes on 2 cores
     python benchmarks/run_all.py --quick    # one short round of each, to check the harness
     python benchmarks/run_all.py --servers uvicorn,granian --no-docs
 
@@ -18,8 +18,10 @@ from typing import ParamSpec, TypeVar
 
 import instrumentation
 import memory
+import overload
 import reload
 import scale_up
+import scaling
 import scrape
 import throughput
 from _report import fmt, publish, section, spread, table
@@ -42,6 +44,7 @@ def targets(
     mem: dict[str, memory.MemoryResult],
     rl: reload.ReloadResult | None,
     ins: instrumentation.InstrumentationResult | None = None,
+    ov: overload.OverloadResult | None = None,
 ) -> str:
     """asgiscale's figures against the goals the project set for it."""
     rows = []
@@ -67,6 +70,8 @@ def targets(
         failed = rl.failed(SUBJECT)
         rows.append(["failed requests during SIGHUP reload", "0", fmt(failed, "d"),
                      _verdict(failed, lambda v: v == 0)])  # fmt: skip
+    if ov is not None:
+        rows += ov.targets()
     note = (
         "\n\nThroughput ratios are medians of per-round ratios; with the machine's noise, a verdict whose"
         " IQR straddles the target is not settled by one run."
@@ -122,15 +127,27 @@ def main() -> None:
                      duration=2 if quick else 3)  # fmt: skip
         sc = _timed("scrape /metrics and /status, 16 workers", scrape.run, rounds=1 if quick else 4,
                     requests=20 if quick else 50, traffic=1 if quick else 3)  # fmt: skip
+    # Open loop, 1 worker at 3 x its capacity, and the self-scaling step (they need uvicorn for C).
+    ov = sg = None
+    if {SUBJECT, BASELINE} <= {s.name for s in servers}:
+        chosen = [v for v in overload.variants(1, 1) if v.command in {s.name for s in servers}]
+        ov = _timed("overload, 1 worker at 3x capacity", overload.run_overload, chosen, rounds=1 if quick else 2,
+                    duration=4 if quick else 8)  # fmt: skip
+        sg = (
+            _timed("self-scaling: load step", scaling.run_step, scaling.step_variants(), rounds=1 if quick else 2,
+                   duration=8 if quick else 20),
+            _timed("memory at idle, up to 8 workers", scaling.run_memory, rounds=1 if quick else 2),
+        )  # fmt: skip
     elapsed = time.perf_counter() - started
 
     tables = [
-        targets(tp, su, mem, rl, ins),
+        targets(tp, su, mem, rl, ins, ov),
         *(r.markdown() for r in tp.values()),
         *(r.markdown() for r in su.values()),
         *(r.markdown() for r in mem.values()),
         rl.markdown(),
-        *(r.markdown() for r in (ins, sc) if r is not None),
+        *(r.markdown() for r in (ins, sc, ov) if r is not None),
+        *(r.markdown() for r in sg or ()),
     ]
     skipped = [name for name in args.servers.split(",") if name not in {s.name for s in servers}]
     facts = [f"wall time: {elapsed / 60:.1f} min" + (" (--quick)" if args.quick else "")]
@@ -138,6 +155,8 @@ def main() -> None:
         facts.append("not installed, skipped: " + ", ".join(skipped))
     if sc is not None:
         facts.append(scrape.reference_versions())
+    if ov is not None:
+        facts.append(overload.GENERATOR)
     text = section(time.strftime("Run of %Y-%m-%d %H:%M UTC", started_at), servers, tables, facts)
     publish(text, to_docs=not args.no_docs)
 
