@@ -77,6 +77,14 @@ def test_crashed_worker_is_replaced_immediately() -> None:
     assert h.fleet.restarts["crash"] == 1
 
 
+def test_a_higher_target_spawns_scale_ups_and_a_crash_at_the_same_time_one_replacement() -> None:
+    h = started(2)
+    h.beat_all()
+    h.fleet.exited(next(iter(h.fleet.workers)), Exit(signal=9), h.now)
+    h.fleet.target = 4
+    assert h.step() == [Spawn(1, "replace"), Spawn(1, "scale-up"), Spawn(1, "scale-up")]
+
+
 def test_repeated_crashes_back_off_exponentially() -> None:
     h = started(1)
     delays = []

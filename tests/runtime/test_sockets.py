@@ -77,3 +77,29 @@ def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:
             bind(Config(fd=fd))
     finally:
         os.close(fd)
+
+
+def test_accepted_connections_get_tcp_nodelay_from_asyncio() -> None:
+    # asyncio sets TCP_NODELAY on an accepted socket only when the listener says IPPROTO_TCP;
+    # without it every small keep-alive response waits for Nagle's timer (--loop asyncio).
+    import asyncio
+
+    listener = bind(Config(host="127.0.0.1", port=0))
+    assert listener.proto == socket.IPPROTO_TCP
+
+    async def main() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(serve, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            value = await asyncio.wait_for(accepted, 5)
+            writer.close()
+        return value
+
+    assert asyncio.run(main()) != 0

@@ -135,6 +135,7 @@ class Fleet:
         self.restarts: Counter[str] = Counter()
         self._proven: set[int] = set()  # generations that have had a ready worker
         self._crash_streak = 0
+        self._lost = 0  # workers that died unexpectedly and are not replaced yet
         self._next_spawn_at = 0.0
         self._pending: list[Action] = []
 
@@ -175,6 +176,8 @@ class Fleet:
             self._failed_to_start(worker, status)
             return worker
         self.restarts[worker.killed or "crash"] += 1
+        if not (worker.killed and worker.phase is Phase.READY):
+            self._lost += 1  # (a hung ready worker was counted when it was killed: it is replaced at once)
         lived = now - (worker.ready_at if worker.ready_at is not None else worker.started_at)
         self._crash_streak = 1 if lived >= HEALTHY_RUN else self._crash_streak + 1
         delay = 0.0 if self._crash_streak <= 1 else min(BACKOFF_FIRST * 2 ** (self._crash_streak - 2), BACKOFF_MAX)
@@ -225,9 +228,13 @@ class Fleet:
                 # Replace outdated workers one at a time, each replacement ready first.
                 if not booting:
                     actions.append(Spawn(self.generation, self._replace_reason(outdated[0])))
+            elif not self._proven:
+                actions += [Spawn(self.generation, "start")] * missing
             else:
-                reason = "replace" if self._proven else "start"
-                actions += [Spawn(self.generation, reason)] * missing
+                replacing = min(missing, self._lost)
+                self._lost -= replacing
+                actions += [Spawn(self.generation, "replace")] * replacing
+                actions += [Spawn(self.generation, "scale-up")] * (missing - replacing)
         surplus = len(healthy) + len(outdated) - self.target
         if surplus > 0 and not booting:
             newest_first = sorted(healthy, key=lambda w: (w.started_at, w.pid), reverse=True)
@@ -249,6 +256,7 @@ class Fleet:
                 and now - worker.heartbeat > self.worker_timeout
             ):
                 worker.killed = "timeout"
+                self._lost += 1
             elif worker.phase is Phase.BOOTING and 0 < self.startup_timeout < now - worker.started_at:
                 worker.killed = "startup-timeout"
             else:

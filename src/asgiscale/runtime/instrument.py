@@ -213,21 +213,22 @@ class Instrumentation:
             open_[cycle] = arrived  # the recorded duration includes the wait, as the client saw it
 
         def run_asgi(cycle: Any, app: Any) -> Any:
+            # Decided here, when uvicorn has parsed the request, not when its task first runs:
+            # a worker busy with CPU-bound requests parses many before it runs any task.
             arrived = now()
-            if waiting or len(open_) + handed_over[0] >= limit:
-                return wait(cycle, app, arrived)
-            start(cycle, arrived)
-            return base_run(cycle, app)
-
-        async def wait(cycle: Any, app: Any, arrived: int) -> None:
+            if not waiting and len(open_) + handed_over[0] < limit:
+                start(cycle, arrived)
+                return base_run(cycle, app)
             if len(waiting) >= capacity:
-                return await shed(cycle, arrived)
+                return shed(cycle, arrived)
             loop = asyncio.get_running_loop()
             future: asyncio.Future[bool] = loop.create_future()
             waiting.append(future)
-            # The place this request was refused may have come free before its task first ran.
-            admit_next()
-            expiry = loop.call_later(timeout, expire, future)
+            return wait(cycle, app, arrived, future, loop.call_later(timeout, expire, future))
+
+        async def wait(
+            cycle: Any, app: Any, arrived: int, future: asyncio.Future[bool], expiry: asyncio.TimerHandle
+        ) -> None:
             try:
                 admitted = await future
             except asyncio.CancelledError:

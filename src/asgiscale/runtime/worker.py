@@ -102,7 +102,8 @@ class WorkerServer(uvicorn.Server):
             slot.set(Field.IN_FLIGHT, len(self.server_state.tasks))
         else:
             metrics.flush()
-            slot.set(Field.IN_FLIGHT, metrics.active)
+            # Requests waiting for admission count too: demand beyond --max-concurrency must show.
+            slot.set(Field.IN_FLIGHT, metrics.active + len(metrics.waiting))
             slot.set(Field.WS_ACTIVE, metrics.websockets)
             slot.set(Field.WS_TOTAL, metrics.websockets_total)
             slot.set(Field.BUSY_NS, metrics.busy_ns())
