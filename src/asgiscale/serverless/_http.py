@@ -197,6 +197,14 @@ def encode_headers(pairs: Iterable[tuple[str, str]]) -> Headers:
     return [(name.lower().encode("latin-1", "replace"), value.encode("utf-8")) for name, value in pairs]
 
 
+def shown(text: object, limit: int = 60) -> str:
+    """A value taken from an event, fit for a one-line message: escaped, and cut if long."""
+    value = str(text)
+    if not value.isprintable():
+        value = repr(value)[1:-1]
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def reason(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from asgiscale.serverless._http import Reply, Request, UnsupportedEvent
+from asgiscale.serverless._http import Reply, Request, UnsupportedEvent, shown
 from asgiscale.serverless.lambda_events import alb, edge, http_api, rest
 from asgiscale.serverless.lambda_events._common import Options
 
@@ -42,14 +42,14 @@ def describe(event: object) -> str:
         return f"a {type(event).__name__} event"
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], dict):
-        origin = records[0].get("eventSource") or records[0].get("EventSource") or "an unknown source"
+        origin = shown(records[0].get("eventSource") or records[0].get("EventSource") or "an unknown source")
         return f"an event from {origin} ({len(records)} record{'s' * (len(records) != 1)})"
     if "detail-type" in event and "source" in event:
-        return f"an EventBridge event from {event['source']} ({event['detail-type']})"
+        return f"an EventBridge event from {shown(event['source'])} ({shown(event['detail-type'])})"
     context = event.get("requestContext")
     if isinstance(context, dict) and "serviceNetworkArn" in context:
         return "a VPC Lattice event"
     if isinstance(context, dict) and "connectionId" in context:
         return "an API Gateway WebSocket event"
-    keys = ", ".join(sorted(map(str, event))[:8]) or "no keys"
+    keys = ", ".join(shown(key, 20) for key in sorted(map(str, event))[:8]) or "no keys"
     return f"an event with keys {keys}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from asgiscale.serverless._http import MalformedEvent
+from asgiscale.serverless._http import MalformedEvent, shown
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
@@ -33,6 +33,7 @@ def pairs(event: Any, path: str, source: str, *, multi: bool) -> list[tuple[str,
         values = value if multi else [value]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             kind = "a list of strings" if multi else "a string"
-            raise MalformedEvent(f"{source} event: '{path}.{name}' should be {kind}, got {type(value).__name__}")
+            got = type(value).__name__
+            raise MalformedEvent(f"{source} event: '{path}.{shown(name)}' should be {kind}, got {got}")
         found.extend((name, v) for v in values)
     return found

@@ -16,6 +16,7 @@ from asgiscale.serverless._http import (
     escape_query,
     mount,
     reason,
+    shown,
     split_host,
 )
 from asgiscale.serverless.lambda_events._common import Options
@@ -41,7 +42,7 @@ def matches(event: dict[str, Any]) -> bool:
 def _cf(event: dict[str, Any]) -> dict[str, Any]:
     cf = field(event["Records"][0], "cf", dict, NAME)
     if not isinstance(cf.get("request"), dict) or "response" in cf:
-        kind = field(cf, "config.eventType", str, NAME, "response")
+        kind = shown(field(cf, "config.eventType", str, NAME, "response"))
         raise UnsupportedEvent(
             f"a Lambda@Edge {kind} event: asgiscale answers viewer-request and origin-request triggers; "
             "associate the function with one of those"
@@ -55,7 +56,7 @@ def request(event: dict[str, Any], options: Options) -> Request:
     for name, entries in field(request, "headers", dict, NAME, {}).items():
         if not isinstance(entries, list):
             raise MalformedEvent(
-                f"{NAME} event: 'request.headers.{name}' should be a list, got {type(entries).__name__}"
+                f"{NAME} event: 'request.headers.{shown(name)}' should be a list, got {type(entries).__name__}"
             )
         for entry in entries:
             pairs_.append((str(name), str(entry.get("value", "")) if isinstance(entry, dict) else str(entry)))
