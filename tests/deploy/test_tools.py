@@ -268,6 +268,38 @@ def test_hadolint_passes_exec_form_and_flags_shell_form_cmd(tmp_path: Path) -> N
     assert [f.split()[0] for f in tools.hadolint(dockerfile)] == ["DL3025"]
 
 
+# -- cfn-lint ------------------------------------------------------------------------------------------------------
+
+SAM_FUNCTION = {
+    "AWSTemplateFormatVersion": "2010-09-09",
+    "Transform": "AWS::Serverless-2016-10-31",
+    "Resources": {
+        "Function": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {"CodeUri": ".", "Handler": "main.handler", "Runtime": "python3.12", "MemorySize": 256},
+        }
+    },
+}
+
+
+def test_cfn_lint_passes_a_correct_sam_function(tmp_path: Path) -> None:
+    assert tools.cfn_lint(write(tmp_path / "template.yaml", SAM_FUNCTION)) == []
+
+
+def test_cfn_lint_reports_errors_and_warnings(tmp_path: Path) -> None:
+    broken = copy.deepcopy(SAM_FUNCTION)
+    broken["Resources"]["Function"]["Properties"].update(MemorySize=100, Runtime="python3.8")
+    findings = tools.cfn_lint(write(tmp_path / "template.yaml", broken))
+    assert [f.split()[0] for f in findings] == ["W2531", "E3034"]  # a deprecated runtime, too little memory
+    assert findings[1].endswith("100 is less than the minimum of 128")
+
+
+def test_cfn_lint_refuses_to_pass_a_template_without_resources(tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text("AWSTemplateFormatVersion: '2010-09-09'\n")
+    with pytest.raises(tools.ValidatorError, match="could not read"):
+        tools.cfn_lint(tmp_path / "template.yaml")
+
+
 # -- podman --------------------------------------------------------------------------------------------------------
 
 SERVER = """\

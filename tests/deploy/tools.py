@@ -8,6 +8,7 @@ what is not a Python package of the dev extra: checkov in `.validators/checkov-v
     validate_crd_object(yaml.safe_load(scaled_object_text))
     assert checkov(out, "kubernetes") == []
     assert hadolint(out / "Dockerfile") == []
+    assert cfn_lint(out / "template.yaml") == []
     engine, reason = podman()
     if engine is None:
         pytest.skip(reason)
@@ -216,6 +217,30 @@ def hadolint(path: str | Path) -> list[str]:
     if proc.returncode != 0:
         raise ValidatorError(_output(proc))
     return [f"{f['code']} line {f['line']}: {f['message']}" for f in findings]
+
+
+# -- cfn-lint ------------------------------------------------------------------------------------------------------
+
+
+def cfn_lint(path: str | Path, regions: Sequence[str] = ("us-east-1",)) -> list[str]:
+    """Run cfn-lint (the dev extra's, as a subprocess) on a CloudFormation or SAM template, informational rules
+    included; return its findings as "W2531 line 13: message" strings, in file order. cfn-lint 1.x reads SAM
+    templates as they are, against its SAM schemas. Raises if it cannot run or finds no resources to check."""
+    exe = shutil.which("cfn-lint", path=sysconfig.get_path("scripts")) or shutil.which("cfn-lint")
+    if exe is None:
+        raise FileNotFoundError("cfn-lint is missing: install the dev extra")
+    cmd: list[str | Path] = [exe, "--format", "json", "--include-checks", "I", "--regions", *regions, "--", path]
+    proc = _run(cmd, timeout=120)
+    try:
+        findings = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise ValidatorError(_output(proc)) from None
+    # The exit code is a bit field: 2 errors, 4 warnings, 8 informational; anything else is cfn-lint failing.
+    if proc.returncode & ~(2 | 4 | 8) or bool(proc.returncode) != bool(findings):
+        raise ValidatorError(_output(proc))
+    if any(f["Rule"]["Id"] in ("E0000", "E0003", "E1001") for f in findings):
+        raise ValidatorError(f"cfn-lint could not read a template with resources:\n{_output(proc)}")
+    return [f"{f['Rule']['Id']} line {f['Location']['Start']['LineNumber']}: {f['Message']}" for f in findings]
 
 
 # -- podman --------------------------------------------------------------------------------------------------------
