@@ -106,6 +106,15 @@ def test_the_http_api_routes_every_method_and_path_with_payload_2_0_and_outputs_
     assert url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"
 
 
+def test_lifespan_and_root_path_follow_the_config_and_a_factory_is_refused(tmp_path: Path) -> None:
+    rendered = sam.render(config(lifespan="off", root_path="/api"), LambdaOptions(), python=RUNNING)
+    variables = rendered["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables == {"ASGISCALE_APP": "main:app", "ASGISCALE_LIFESPAN": "off", "ASGISCALE_ROOT_PATH": "/api"}
+    assert lint(tmp_path, rendered) == []
+    with pytest.raises(ValueError, match="^the Lambda handler imports an app, not a factory"):
+        sam.render(config(factory=True), LambdaOptions(), python=RUNNING)
+
+
 def test_concurrency_controls() -> None:
     reserved = template({"reserved_concurrency": 50})["Resources"]["Function"]["Properties"]
     assert reserved["ReservedConcurrentExecutions"] == 50 and "AutoPublishAlias" not in reserved

@@ -4,9 +4,10 @@
 turns it into a stack. What it holds:
 
 * one `AWS::Serverless::Function` running the handler of `asgiscale.serverless.entry`, which
-  imports the app named by the `ASGISCALE_APP` variable: the only value the template passes
-  to the code, so no secret is ever written into it (secrets belong in Secrets Manager or
-  SSM, read by the app);
+  imports the app named by the `ASGISCALE_APP` variable; the config's `lifespan` and
+  `root_path` follow as `ASGISCALE_LIFESPAN` and `ASGISCALE_ROOT_PATH` when they are not the
+  defaults. Nothing else of the config is passed, so no secret is ever written into the
+  template (secrets belong in Secrets Manager or SSM, read by the app);
 * the Python of the machine that renders it, so `sam build` packages the dependencies
   for the runtime that will import them;
 * an explicit `AWS::Serverless::HttpApi` with the routes `/` and `/{proxy+}`, any method,
@@ -51,6 +52,10 @@ def render(config: Config, options: LambdaOptions, *, python: str, code_uri: str
     directory of the app and its requirements.txt, relative to the template."""
     if not config.app:
         raise ValueError("no app to deploy: give APP like 'main:app'")
+    if config.factory:
+        raise ValueError(
+            f"the Lambda handler imports an app, not a factory: point APP at the app object, not {config.app}"
+        )
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
@@ -81,7 +86,7 @@ def function(config: Config, options: LambdaOptions, python: str, code_uri: str)
         "Architectures": [options.architecture],
         "MemorySize": options.memory,
         "Timeout": options.timeout,
-        "Environment": {"Variables": {APP_VARIABLE: config.app}},
+        "Environment": {"Variables": variables(config)},
     }
     if options.reserved_concurrency is not None:
         properties["ReservedConcurrentExecutions"] = options.reserved_concurrency
@@ -92,6 +97,16 @@ def function(config: Config, options: LambdaOptions, python: str, code_uri: str)
         }
     properties["Events"] = {name: route(path, options) for name, path in ROUTES.items()}
     return properties
+
+
+def variables(config: Config) -> dict[str, str]:
+    """What `asgiscale.serverless.entry` reads, with the meaning `asgiscale run` gives it."""
+    found = {APP_VARIABLE: config.app or ""}
+    if config.lifespan != "auto":
+        found["ASGISCALE_LIFESPAN"] = config.lifespan
+    if config.root_path:
+        found["ASGISCALE_ROOT_PATH"] = config.root_path
+    return found
 
 
 def route(path: str, options: LambdaOptions) -> Object:
