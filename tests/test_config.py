@@ -126,6 +126,16 @@ def test_kubernetes_service_links_for_a_service_named_asgiscale_are_ignored() ->
     assert (config.port, config.workers) == (8000, 3)
 
 
+def test_the_platform_port_ranks_between_the_file_and_asgiscale_port(tmp_path: Path) -> None:
+    (tmp_path / "asgiscale.toml").write_text("port = 9000\n")
+    assert Config.from_sources({}, env={"PORT": "8080"}, cwd=tmp_path).port == 8080
+    assert Config.from_sources({}, env={"PORT": "8080", "ASGISCALE_PORT": "8081"}, cwd=tmp_path).port == 8081
+    assert Config.from_sources({"port": 8082}, env={"PORT": "8080"}, cwd=tmp_path).port == 8082
+    assert Config.from_sources({}, env={"PORT": ""}, cwd=tmp_path).port == 9000
+    with pytest.raises(ConfigError, match=r"^PORT must be a whole number, got 'http'$"):
+        Config.from_sources({}, env={"PORT": "http"}, cwd=tmp_path)
+
+
 def test_secret_never_shown(tmp_path: Path) -> None:
     assert "hunter2" not in repr(Config(ssl_keyfile_password="hunter2"))
     (tmp_path / "asgiscale.toml").write_text("ssl_keyfile_password = 123456\n")

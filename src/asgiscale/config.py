@@ -32,6 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "ASGISCALE_"
+PLATFORM_PORT = "PORT"  # the port a hosting platform tells the app to serve on
 CONFIG_FILE = "asgiscale.toml"
 PYPROJECT = "pyproject.toml"
 
@@ -296,15 +297,20 @@ class Config:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Config:
-        """Merge defaults, the config file in `cwd`, `ASGISCALE_*` variables of `env` and `overrides`."""
+        """Merge defaults, the config file in `cwd`, `PORT` and the `ASGISCALE_*` variables of
+        `env`, and `overrides`."""
         cwd = Path.cwd() if cwd is None else cwd
+        env = {} if env is None else env
         values: dict[str, Any] = {}
         file_values, where = read_config_file(cwd)
         for key, raw in file_values.items():
             name = key.replace("-", "_")
             field = _lookup(name, f"unknown key '{key}' in {where}", lambda n: n)
             values[name] = _coerce(field, raw, f"'{key}' in {where}")
-        for key, raw in (env if env is not None else {}).items():
+        if env.get(PLATFORM_PORT):
+            # Cloud Run, Heroku, Render and others name the port to serve on in $PORT.
+            values["port"] = _coerce(_BY_NAME["port"], env[PLATFORM_PORT], PLATFORM_PORT, from_text=True)
+        for key, raw in env.items():
             if not key.startswith(ENV_PREFIX) or _is_service_link(key, raw):
                 continue
             name = key[len(ENV_PREFIX) :].lower()
@@ -498,7 +504,9 @@ def settings_markdown() -> str:
         "",
         "Every setting can be given, lowest precedence first, as a key in `asgiscale.toml` (or `[tool.asgiscale]` in",
         "`pyproject.toml`; dashes or underscores), an `ASGISCALE_*` environment variable, a command-line flag, or a",
-        "keyword argument of `asgiscale.run()`. Unknown keys and bad values stop with a one-line error.",
+        "keyword argument of `asgiscale.run()`. Unknown keys and bad values stop with a one-line error. The `PORT`",
+        "variable that Cloud Run, Heroku and other platforms set counts as a port given between the file and",
+        "`ASGISCALE_PORT`.",
         "",
         "| key | flag | environment | type | default | meaning |",
         "|---|---|---|---|---|---|",

@@ -277,6 +277,19 @@ def test_the_container_serves_as_uid_10001_and_its_healthcheck_passes(
     assert health["Status"] == "healthy" and health["Log"][-1]["ExitCode"] == 0
 
 
+def test_the_image_serves_on_the_port_the_platform_names_in_PORT(engine: tools.Podman, image: Image) -> None:
+    # What Cloud Run does with the image alone: it sets $PORT (8080 unless told otherwise) and sends requests there.
+    name, port, admin = f"asgiscale-ctest-{uuid.uuid4().hex[:10]}", free_port(), free_port()
+    try:
+        publish = [f"127.0.0.1:{port}:8080", f"127.0.0.1:{admin}:9000"]
+        engine.start(image.tag, name, "--read-only", "--tmpfs", "/tmp", "--env", "PORT=8080", publish=publish)
+        running = Container(name, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
+        wait_ready(engine, running)
+        assert httpx.get(running.url + "/", timeout=10).text.startswith("1 ")
+    finally:
+        engine.remove(name)
+
+
 def test_the_healthcheck_fails_when_the_admin_server_does_not_answer(engine: tools.Podman, image: Image) -> None:
     # The same HEALTHCHECK against a server started without its admin server: it must report unhealthy.
     name = f"asgiscale-ctest-{uuid.uuid4().hex[:10]}"

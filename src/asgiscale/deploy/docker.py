@@ -57,7 +57,8 @@ def base_image(python: str) -> str:
 
 def render(config: Config, *, python: str) -> dict[str, str]:
     """`Dockerfile` and `.dockerignore` for serving `config.app` on `python` (like "3.11")."""
-    command = json.dumps(["asgiscale", *serve_args(config)])
+    # No --port: the image serves on 8000, or on the port a platform such as Cloud Run names in $PORT.
+    command = json.dumps(["asgiscale", *serve_args(config, port=False)])
     healthcheck = json.dumps(
         [
             "python",

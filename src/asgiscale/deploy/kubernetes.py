@@ -105,16 +105,16 @@ def pod_targets(config: Config, options: DeployOptions) -> list[Target]:
     return targets
 
 
-def serve_args(config: Config, admin_host: str = "0.0.0.0") -> list[str]:
+def serve_args(config: Config, admin_host: str = "0.0.0.0", *, port: bool = True) -> list[str]:
     """`asgiscale run` in a container: the app and the addresses; the image's asgiscale.toml
-    (or `[tool.asgiscale]`) and `ASGISCALE_*` variables give the rest."""
+    (or `[tool.asgiscale]`) and `ASGISCALE_*` variables give the rest. Without `port`, the
+    port is the default one unless the platform names another in `$PORT`."""
     return [
         "run",
         config.app or "",
         "--host",
         "0.0.0.0",
-        "--port",
-        str(APP_PORT),
+        *(("--port", str(APP_PORT)) if port else ()),
         "--admin",
         f"{admin_host}:{ADMIN_PORT}",
     ]
