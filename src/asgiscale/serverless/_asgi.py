@@ -17,6 +17,16 @@ LIFESPAN_MODES = ("auto", "on", "off")
 _INTERNAL_ERROR = Reply(500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
 
 
+def checked_options(lifespan: str, base_path: str) -> str:
+    """The options every adapter takes, checked: `base_path` returned without a trailing `/`,
+    a one-line `ValueError` for a bad value."""
+    if lifespan not in LIFESPAN_MODES:
+        raise ValueError(f"lifespan={lifespan!r} is not a lifespan mode; use 'auto', 'on' or 'off'")
+    if base_path and not base_path.startswith("/"):
+        raise ValueError(f"base_path={base_path!r} must start with '/', e.g. '/{base_path.strip('/')}'")
+    return base_path.rstrip("/")
+
+
 class LifespanError(RuntimeError):
     """The app's lifespan startup failed; the message says how."""
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from asgiscale.serverless._asgi import LIFESPAN_MODES, Lifespan, LifespanMode, exchange
+from asgiscale.serverless._asgi import Lifespan, LifespanMode, checked_options, exchange
 from asgiscale.serverless._http import TEXT_TYPES, Reply, UnsupportedEvent
 from asgiscale.serverless.lambda_events import Options, detect
 
@@ -60,15 +60,12 @@ class LambdaHandler:
         on_event: EventHandler | None = None,
         shutdown_timeout: float = 0.4,
     ) -> None:
-        if lifespan not in LIFESPAN_MODES:
-            raise ValueError(f"lifespan={lifespan!r} is not a lifespan mode; use 'auto', 'on' or 'off'")
-        if base_path and not base_path.startswith("/"):
-            raise ValueError(f"base_path={base_path!r} must start with '/', e.g. '/{base_path.strip('/')}'")
+        base_path = checked_options(lifespan, base_path)
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event={on_event!r} must be a function (event, context) -> result")
         self.app = app
         self.options = Options(
-            base_path=base_path.rstrip("/"),
+            base_path=base_path,
             text_types=TEXT_TYPES | {t.strip().lower() for t in text_mime_types},
             exclude_headers=frozenset(h.lower() for h in exclude_headers),
         )

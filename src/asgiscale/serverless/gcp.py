@@ -25,7 +25,7 @@ from typing import Any
 
 import flask
 
-from asgiscale.serverless._asgi import LIFESPAN_MODES, Lifespan, LifespanError, LifespanMode, exchange
+from asgiscale.serverless._asgi import Lifespan, LifespanError, LifespanMode, checked_options, exchange
 from asgiscale.serverless._http import Reply, Request
 from asgiscale.serverless._wsgi import request_from_environ, response_headers
 
@@ -67,17 +67,14 @@ class CloudFunction:
         trusted_hops: int | None = None,
         shutdown_timeout: float = 5.0,
     ) -> None:
-        if lifespan not in LIFESPAN_MODES:
-            raise ValueError(f"lifespan={lifespan!r} is not a lifespan mode; use 'auto', 'on' or 'off'")
-        if base_path and not base_path.startswith("/"):
-            raise ValueError(f"base_path={base_path!r} must start with '/', e.g. '/{base_path.strip('/')}'")
+        base_path = checked_options(lifespan, base_path)
         if trusted_hops is None:
             trusted_hops = 1 if os.environ.get("K_SERVICE") else 0
         if trusted_hops < 0:
             raise ValueError(f"trusted_hops={trusted_hops!r} must be 0 (trust no proxy) or more")
         self.app = app
         self.lifespan_mode: LifespanMode = lifespan
-        self.base_path = base_path.rstrip("/")
+        self.base_path = base_path
         self.trusted_hops = trusted_hops
         self.shutdown_timeout = shutdown_timeout
         self._runtime: _Runtime | None = None
