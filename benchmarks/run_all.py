@@ -23,6 +23,7 @@ import reload
 import scale_up
 import scaling
 import scrape
+import serverless
 import throughput
 from _report import fmt, publish, section, spread, table
 from _servers import BASELINE, DEFAULT_SERVERS, SERVERS, Server, select_servers
@@ -138,6 +139,7 @@ def main() -> None:
                    duration=8 if quick else 20),
             _timed("memory at idle, up to 8 workers", scaling.run_memory, rounds=1 if quick else 2),
         )  # fmt: skip
+    sl = _timed("serverless adapter vs Mangum", serverless.run, **(serverless.QUICK if quick else serverless.FULL))
     elapsed = time.perf_counter() - started
 
     tables = [
@@ -148,6 +150,7 @@ def main() -> None:
         rl.markdown(),
         *(r.markdown() for r in (ins, sc, ov) if r is not None),
         *(r.markdown() for r in sg or ()),
+        sl.markdown(),
     ]
     skipped = [name for name in args.servers.split(",") if name not in {s.name for s in servers}]
     facts = [f"wall time: {elapsed / 60:.1f} min" + (" (--quick)" if args.quick else "")]
