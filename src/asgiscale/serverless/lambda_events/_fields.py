@@ -28,12 +28,19 @@ def field(event: Any, path: str, kind: type[T], source: str, default: Any = _REQ
 
 def pairs(event: Any, path: str, source: str, *, multi: bool) -> list[tuple[str, str]]:
     """The (name, value) pairs of a map of strings (`multi`: a map of lists of strings), in order."""
+    # Plain loops: this runs for every header of every invocation.
     found: list[tuple[str, str]] = []
     for name, value in field(event, path, dict, source, {}).items():
-        values = value if multi else [value]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            kind = "a list of strings" if multi else "a string"
-            got = type(value).__name__
-            raise MalformedEvent(f"{source} event: '{path}.{shown(name)}' should be {kind}, got {got}")
-        found.extend((name, v) for v in values)
+        if not multi and type(value) is str:
+            found.append((name, value))
+            continue
+        if multi and type(value) is list:
+            for item in value:
+                if type(item) is not str:
+                    break
+                found.append((name, item))
+            else:
+                continue
+        kind = "a list of strings" if multi else "a string"
+        raise MalformedEvent(f"{source} event: '{path}.{shown(name)}' should be {kind}, got {type(value).__name__}")
     return found
