@@ -35,14 +35,21 @@ def test_hpa_follows_a_load_step_up_and_back_down_without_failing_a_request(prob
             server.wait_workers(4)
             load.wait_requests(100)
         assert load.failures == []
-        ups = len(re.findall(r"Workers: \d -> \d \(hpa", server.log()))
-        assert "-> 5" not in server.log()  # never above --max-workers
-        # Load gone: the 2 s window passes, then the surplus drains (100 % per second allowed).
-        down = server.wait_log(r"Workers: 4 -> (\d+) \(hpa: .*\)\.")
-        assert down[1] == "1", down[0]
+        # Load gone: the 2 s window passes, then the surplus drains (100 % per second allowed),
+        # in one step or a few: a recommendation made while the last requests finished can be
+        # the window's maximum for a while.
+        server.wait_log(r"Workers: [2-4] -> 1 \(hpa: .*\)\.")
+        steps = [(int(a), int(b)) for a, b in re.findall(r"Workers: (\d) -> (\d) \(hpa", server.log())]
+        ups = sum(b > a for a, b in steps)
+        downs = sum(b < a for a, b in steps)
+        assert max(b for _, b in steps) == 4  # never above --max-workers
+        assert steps[ups - 1][1] == 4 and all(b < a for a, b in steps[ups:]), steps  # up to 4, then only down
         server.wait_workers(1)
         samples = scrape(server.admin_url)
-        assert samples["asgiscale_scale_decisions_total"] == {(("direction", "up"),): ups, (("direction", "down"),): 1}
+        assert samples["asgiscale_scale_decisions_total"] == {
+            (("direction", "up"),): ups,
+            (("direction", "down"),): downs,
+        }
         assert samples["asgiscale_workers_desired"][()] == 1
         assert server.get("/").status_code == 200
         status = httpx.get(server.admin_url + "/status", timeout=10).json()
@@ -52,8 +59,8 @@ def test_hpa_follows_a_load_step_up_and_back_down_without_failing_a_request(prob
             "max_workers": 4,
             "targets": ["concurrency=2"],
         }
-        assert status["supervisor"]["scale_decisions"] == {"up": ups, "down": 1}
-        assert [e["event"] for e in status["events"]].count("scale") == ups + 1
+        assert status["supervisor"]["scale_decisions"] == {"up": ups, "down": downs}
+        assert [e["event"] for e in status["events"]].count("scale") == ups + downs
 
 
 def test_kpa_scales_on_concurrency_too(probe_dir: Path) -> None:
