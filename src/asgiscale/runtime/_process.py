@@ -33,13 +33,14 @@ def detach_from_supervisor(close_fds: list[int]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_forked(close_fds: list[int], body: Callable[[], object]) -> NoReturn:
-    """The whole life of a helper process just forked from the supervisor: exit 0 when `body`
-    returns, 1 with its traceback if it raises; never back into the supervisor's code."""
-    code = 0
+def run_forked(close_fds: list[int], body: Callable[[], int | None]) -> NoReturn:
+    """The whole life of a helper process just forked from the supervisor: exit with the code
+    `body` returns (0 for none), 1 with its traceback if it raises; never back into the
+    supervisor's code."""
+    code = 1
     try:
         detach_from_supervisor(close_fds)
-        body()
+        code = body() or 0
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -22,14 +22,14 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import Any
 
 import uvicorn
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from asgiscale.config import EXIT_STARTUP_FAILURE, Config
 from asgiscale.runtime import worker
-from asgiscale.runtime._process import detach_from_supervisor
+from asgiscale.runtime._process import run_forked
 from asgiscale.runtime.instrument import Admission
 from asgiscale.runtime.shm import SlotTable
 
@@ -64,8 +64,9 @@ class Preloader:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
             ours.close()
-            detach_from_supervisor(close_fds)
-            _main(config, generation, theirs, listeners, table, log_config, supervisor_pid)
+            run_forked(
+                close_fds, lambda: _main(config, generation, theirs, listeners, table, log_config, supervisor_pid)
+            )
         theirs.close()
         return cls(generation, pid, ours)
 
@@ -146,37 +147,30 @@ def _main(
     table: SlotTable,
     log_config: dict[str, Any],
     supervisor_pid: int,
-) -> NoReturn:  # pragma: no cover - runs in the child, measured through the process tests
-    code = 0
+) -> int | None:  # pragma: no cover - runs in the child, measured through the process tests
+    """The pre-loaded process: load the app, then fork a worker whenever the supervisor asks;
+    returns the exit code (none once the supervisor hangs up)."""
+    os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
     try:
-        os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
+        uv_config, settings = _load(config, generation, log_config)
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):
+            traceback.print_exc()
+        control.send(b"failed")
+        return EXIT_STARTUP_FAILURE
+    gc.freeze()
+    control.send(b"loaded")
+    while True:
+        message = control.recv(64).split()
+        if not message:
+            return None
+        slot = int(message[1])
         try:
-            uv_config, settings = _load(config, generation, log_config)
-        except BaseException as exc:
-            if not isinstance(exc, SystemExit):
-                traceback.print_exc()
-            control.send(b"failed")
-            code = EXIT_STARTUP_FAILURE
-            return  # type: ignore[misc]
-        gc.freeze()
-        control.send(b"loaded")
-        while True:
-            message = control.recv(64).split()
-            if not message:
-                return  # type: ignore[misc]
-            slot = int(message[1])
-            try:
-                pid = _fork_worker(uv_config, listeners, table, slot, supervisor_pid, settings, control)
-            except (OSError, ValueError) as exc:  # e.g. EAGAIN: too many processes; the supervisor retries
-                control.send(f"failed {slot} {exc}".encode()[:256])
-                continue
-            control.send(f"spawned {slot} {pid}".encode())
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
+            pid = _fork_worker(uv_config, listeners, table, slot, supervisor_pid, settings, control)
+        except (OSError, ValueError) as exc:  # e.g. EAGAIN: too many processes; the supervisor retries
+            control.send(f"failed {slot} {exc}".encode()[:256])
+            continue
+        control.send(f"spawned {slot} {pid}".encode())
 
 
 def _load(config: Config, generation: int, log_config: dict[str, Any]) -> tuple[uvicorn.Config, worker.WorkerSettings]:
