@@ -1,8 +1,38 @@
-import asgiscale
+"""Each public package re-exports its API in a sorted `__all__`, pinned here."""
+
+import importlib
+
+import pytest
+
+PINNED = {
+    "asgiscale": ["Config", "ConfigError", "__version__", "run"],
+    "asgiscale.policy": [
+        "HorizontalPodAutoscaler",
+        "HpaDecision",
+        "KnativePodAutoscaler",
+        "KpaDecision",
+        "POLICIES",
+        "PodSample",
+        "PolicyError",
+        "ScalingPolicy",
+    ],
+    "asgiscale.serverless": [
+        "CloudFunction",
+        "EventError",
+        "LambdaHandler",
+        "LifespanError",
+        "MalformedEvent",
+        "UnsupportedEvent",
+        "cloud_function",
+        "lambda_handler",
+    ],
+}
 
 
-def test_public_api_is_pinned() -> None:
-    assert asgiscale.__all__ == sorted(asgiscale.__all__)
-    assert asgiscale.__all__ == ["Config", "ConfigError", "__version__", "run"]
-    for name in asgiscale.__all__:
-        assert hasattr(asgiscale, name)
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_public_api_is_pinned(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__ == sorted(module.__all__)
+    assert module.__all__ == PINNED[name]
+    for attribute in module.__all__:
+        assert hasattr(module, attribute)

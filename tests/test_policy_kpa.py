@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-import asgiscale.policy
 from asgiscale.policy import POLICIES, HorizontalPodAutoscaler, KnativePodAutoscaler, PodSample, PolicyError
 
 # Knative's documentation of the knobs used below.
@@ -247,25 +246,6 @@ def test_invalid_annotations_name_the_setting_and_the_fix(annotations: dict[str,
     with pytest.raises(PolicyError) as error:
         KnativePodAutoscaler.from_annotations(annotations)
     assert message in str(error.value) and "\n" not in str(error.value)
-
-
-# The package ----------------------------------------------------------------------------------------------------
-
-
-def test_public_api_is_pinned() -> None:
-    assert asgiscale.policy.__all__ == sorted(asgiscale.policy.__all__)
-    assert asgiscale.policy.__all__ == [
-        "HorizontalPodAutoscaler",
-        "HpaDecision",
-        "KnativePodAutoscaler",
-        "KpaDecision",
-        "POLICIES",
-        "PodSample",
-        "PolicyError",
-        "ScalingPolicy",
-    ]
-    for name in asgiscale.policy.__all__:
-        assert hasattr(asgiscale.policy, name)
 
 
 def test_policies_table_builds_both_from_their_spec_and_drives_them_the_same_way() -> None:

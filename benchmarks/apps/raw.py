@@ -19,15 +19,20 @@ Send = Callable[[Message], Awaitable[None]]
 HELLO = b"Hello, World"
 
 
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """A lifespan that does nothing but answer, until shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await serve_lifespan(receive, send)
     if scope["type"] != "http":
         return
     path = scope["path"]

@@ -13,14 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qsl
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from raw import Receive, Scope, Send, serve_lifespan  # apps/ is the app directory of every server run
 
 
 def spin(cpu_ms: float) -> None:
@@ -32,13 +27,7 @@ def spin(cpu_ms: float) -> None:
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await serve_lifespan(receive, send)
     if scope["type"] != "http":
         return
     path = scope["path"]

@@ -48,14 +48,6 @@ class Image:
 
 
 @pytest.fixture(scope="module")
-def engine() -> tools.Podman:
-    found, reason = tools.podman()
-    if found is None:
-        pytest.skip(reason)
-    return found
-
-
-@pytest.fixture(scope="module")
 def image(engine: tools.Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     """The probe app's image, built from the Dockerfile `asgiscale deploy docker` rendered for it."""
     base = tools.base_image()

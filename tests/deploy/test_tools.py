@@ -330,14 +330,6 @@ print("drained", flush=True)
 
 
 @pytest.fixture(scope="module")
-def engine() -> tools.Podman:
-    found, reason = tools.podman()
-    if found is None:
-        pytest.skip(reason)
-    return found
-
-
-@pytest.fixture(scope="module")
 def server_image(engine: tools.Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     context = tmp_path_factory.mktemp("server")
     (context / "server.py").write_text(SERVER)
