@@ -19,7 +19,7 @@ from asgiscale.serverless._http import (
     shown,
     split_host,
 )
-from asgiscale.serverless.lambda_events._common import Options
+from asgiscale.serverless.lambda_events._common import Options, source_ip
 from asgiscale.serverless.lambda_events._fields import field
 
 NAME = "Lambda@Edge"
@@ -75,7 +75,7 @@ def request(event: dict[str, Any], options: Options) -> Request:
         query=escape_query(field(request, "querystring", str, NAME, "")),
         headers=headers,
         body=decode_body(body.get("data"), encoding == "base64", NAME),
-        client=(ip, 0) if (ip := field(request, "clientIp", str, NAME, "")) else None,
+        client=source_ip(field(request, "clientIp", str, NAME, "")),
         server=split_host(host, scheme) if host else None,
         scheme=scheme,
     )
