@@ -219,6 +219,10 @@ class Config:
             raise ConfigError(f"'readiness' must look like 'module:callable', got {self.readiness!r}")
 
     def _check_scaling(self) -> None:
+        try:
+            scaling.check_table(self.scale or {})
+        except scaling.ScaleError as exc:
+            raise ConfigError(str(exc)) from None
         if self.max_workers is None:
             if self.min_workers is not None:
                 raise ConfigError("'min_workers' is set without 'max_workers'; give both to scale with load")
@@ -233,7 +237,6 @@ class Config:
             )
         try:
             targets = scaling.parse_targets(self.scale_targets or scaling.DEFAULT_TARGETS[self.scale_policy])
-            scaling.check_table(self.scale or {})
             if self.scale_policy == "kpa" and (len(targets) != 1 or targets[0].metric == "cpu"):
                 raise ConfigError("the kpa policy scales on one target, concurrency=N or rps=N (not cpu)")
             self.scaling_policy()

@@ -106,6 +106,7 @@ class _Commands(click.Group):
     from it, never carry the terminal UI of `top` or the renderers of `deploy`."""
 
     lazy = {
+        "bench": ("asgiscale.bench.cli", "bench_command"),
         "check": ("asgiscale.deploy.cli", "check_command"),
         "deploy": ("asgiscale.deploy.cli", "deploy_command"),
         "top": ("asgiscale.top", "top_command"),

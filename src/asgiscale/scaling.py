@@ -39,7 +39,10 @@ METRICS: dict[str, str | None] = {
 }
 DEFAULT_TARGETS = {"hpa": ("cpu=70",), "kpa": ("concurrency=100",)}
 # Keys of the `scale` table in the config file.
-TABLE_KEYS = ("behavior", "tolerance", "kpa")
+TABLE_KEYS = ("behavior", "tolerance", "kpa", "capacity")
+# Keys of `scale.capacity`: what `asgiscale bench --write-config` measured (see asgiscale.bench.recommend).
+CAPACITY_KEYS = ("objective", "measured", "rps_per_worker", "concurrency_per_worker", "cpu_per_worker",
+                 "cpu_request", "peak_rps", "replicas_at_peak")  # fmt: skip
 
 
 class ScaleError(ValueError):
@@ -87,9 +90,24 @@ def check_table(table: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(key, TABLE_KEYS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(TABLE_KEYS)}"
             raise ScaleError(f"unknown key '{key}' in the scale table; {hint}")
-    for key in ("behavior", "kpa"):
+    for key in ("behavior", "kpa", "capacity"):
         if not isinstance(table.get(key, {}), Mapping):
             raise ScaleError(f"'scale.{key}' must be a table")
+    for key, value in table.get("capacity", {}).items():
+        if key not in CAPACITY_KEYS:
+            close = difflib.get_close_matches(key, CAPACITY_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(CAPACITY_KEYS)}"
+            raise ScaleError(f"unknown key '{key}' in scale.capacity; {hint}")
+        if key not in ("objective", "measured", "cpu_request") and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        ):
+            raise ScaleError(f"'scale.capacity.{key}' must be a positive number, got {value!r}")
+
+
+def capacity(table: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The measured `scale.capacity` table (empty when none was written)."""
+    found: Mapping[str, Any] = (table or {}).get("capacity", {})
+    return found
 
 
 def hpa_spec(
