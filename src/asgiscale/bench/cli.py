@@ -143,7 +143,7 @@ def bench_command(
 ) -> None:
     """Find the highest request rate APP (or a running URL) carries at a latency objective, per worker
     count, and the scaling settings that follow: scale target, CPU request, replicas for a peak."""
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         options = _options(target, slos, workers_text, app_dir, values)
     except (ConfigError, ObjectiveError, TargetError) as exc:
