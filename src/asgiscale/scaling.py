@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,7 +43,7 @@ DEFAULT_TARGETS = {"hpa": ("cpu=70",), "kpa": ("concurrency=100",)}
 TABLE_KEYS = ("behavior", "tolerance", "kpa", "capacity")
 # Keys of `scale.capacity`: what `asgiscale bench --write-config` measured (see asgiscale.bench.recommend).
 CAPACITY_KEYS = ("objective", "measured", "rps_per_worker", "concurrency_per_worker", "cpu_per_worker",
-                 "cpu_request", "peak_rps", "replicas_at_peak")  # fmt: skip
+                 "peak_rps", "replicas_at_peak")  # fmt: skip
 
 
 class ScaleError(ValueError):
@@ -98,7 +99,7 @@ def check_table(table: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(key, CAPACITY_KEYS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(CAPACITY_KEYS)}"
             raise ScaleError(f"unknown key '{key}' in scale.capacity; {hint}")
-        if key not in ("objective", "measured", "cpu_request") and not (
+        if key not in ("objective", "measured") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         ):
             raise ScaleError(f"'scale.capacity.{key}' must be a positive number, got {value!r}")
@@ -151,6 +152,20 @@ def build_policy(
     if "tolerance" in table:
         flags["tolerance"] = table["tolerance"]
     return HorizontalPodAutoscaler.from_spec(spec, **flags)
+
+
+def cpu_request(cores: float) -> str:
+    """A CPU request that covers `cores`: rounded up to 10 millicores, as a Kubernetes quantity."""
+    return quantity(max(10, math.ceil(round(cores * 1000, 6) / 10) * 10) / 1000)
+
+
+def measured_resources(table: Mapping[str, Any] | None, workers: int) -> dict[str, str]:
+    """The CPU request (and a limit no lower) of a pod of `workers` workers, from `scale.capacity`."""
+    cores = capacity(table).get("cpu_per_worker")
+    if not cores:
+        return {}
+    request = cpu_request(cores * workers)
+    return {"cpu_request": request} if cores * workers <= 1 else {"cpu_request": request, "cpu_limit": request}
 
 
 def quantity(value: float) -> str:

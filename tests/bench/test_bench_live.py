@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
+import tomlkit
+import yaml
 
 from asgiscale.bench.generator import Step, Target, run_step
 from asgiscale.bench.histogram import Histogram
+from asgiscale.config import Config
+from asgiscale.scaling import cpu_request, quantity
 from tests.utils import APPS, AsgiscaleProcess, free_port
 
 
@@ -180,9 +184,27 @@ def test_write_config_feeds_run_and_deploy(app_dir: Path) -> None:
     assert report is not None
     text = (app_dir / "asgiscale.toml").read_text()
     assert text.startswith("# the team's settings\n")
-    written = tomllib.loads(text)
+    written = tomlkit.parse(text).unwrap()
     rec = report["recommendation"]
     assert written["scale_targets"] == [rec["target"]]
     capacity = written["scale"]["capacity"]
     assert capacity["objective"] == "p99=50ms" and capacity["replicas_at_peak"] == rec["replicas_at_peak"]
     assert capacity["rps_per_worker"] == pytest.approx(rec["rps_per_worker"], rel=1e-3)
+    config = Config.from_sources(env={}, cwd=app_dir)
+    assert [str(t) for t in config.targets] == [rec["target"]]
+
+    out = app_dir / "k8s"
+    deploy = subprocess.run(
+        [sys.executable, "-m", "asgiscale", "deploy", "kubernetes", "--image", "registry.example/shop:1.0",
+         "--workers-per-pod", "2", "--out", str(out)],
+        cwd=app_dir, capture_output=True, text=True,
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stderr
+    documents = [d for p in sorted(out.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (hpa,) = [d for d in documents if d["kind"] == "HorizontalPodAutoscaler"]
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == cpu_request(2 * capacity["cpu_per_worker"])
+    assert hpa["spec"]["maxReplicas"] == max(2, math.ceil(rec["replicas_at_peak"] / 2))
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["pods"]["target"]["averageValue"] == quantity(2 * float(rec["target"].split("=")[1]))

@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asgiscale.bench.configfile import write_capacity
+from asgiscale.bench.configfile import capacity_table, write_capacity
 from asgiscale.bench.generator import ARRIVALS, Target, TargetError
 from asgiscale.bench.objective import ObjectiveError, parse_objectives
 from asgiscale.bench.report import capacity_lines, write_report
@@ -163,7 +163,7 @@ def bench_command(
     err.print(f"report: {paths[0]}")
     if write_config and report["recommendation"]:
         rec = report["recommendation"]
-        table = _capacity_table(report)
+        table = capacity_table(report)
         try:
             written = write_capacity(Path.cwd(), rec["target"], table)
         except ConfigError as exc:
@@ -175,22 +175,6 @@ def bench_command(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     sys.exit(1 if report["problem"] else 0)
-
-
-def _capacity_table(report: dict[str, Any]) -> dict[str, Any]:
-    rec = report["recommendation"]
-    table: dict[str, Any] = {"objective": ",".join(report["objectives"]), "measured": report["finished"]}
-    for key in (
-        "rps_per_worker",
-        "concurrency_per_worker",
-        "cpu_per_worker",
-        "cpu_request",
-        "peak_rps",
-        "replicas_at_peak",
-    ):
-        if rec[key] is not None:
-            table[key] = round(rec[key], 3) if isinstance(rec[key], float) else rec[key]
-    return table
 
 
 def _options(

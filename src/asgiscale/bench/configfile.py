@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
 from asgiscale.config import CONFIG_FILE, PYPROJECT, Config, ConfigError
+from asgiscale.scaling import CAPACITY_KEYS
 
 
 def config_path(cwd: Path) -> Path:
@@ -55,3 +57,13 @@ def write_capacity(cwd: Path, target: str, capacity: dict[str, Any]) -> Path:
     temporary.write_text(text)
     os.replace(temporary, path)
     return path
+
+
+def capacity_table(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The `[scale.capacity]` table for a bench report with a recommendation."""
+    rec = report["recommendation"]
+    table: dict[str, Any] = {"objective": ",".join(report["objectives"]), "measured": report["finished"]}
+    for key in CAPACITY_KEYS:
+        if rec.get(key) is not None:
+            table[key] = round(rec[key], 3) if isinstance(rec[key], float) else rec[key]
+    return table

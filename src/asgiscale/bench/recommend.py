@@ -27,12 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from asgiscale import scaling
 
 CPU_BOUND = 0.6  # cores per worker at capacity above which CPU utilization is the scale signal
-_MILLI = 10  # CPU requests are rounded up to this many millicores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,21 +60,6 @@ class Recommendation:
     replicas_at_peak: int | None = None  # workers (or one-worker replicas) for the peak
     scaling: dict[int, float] = dataclasses.field(default_factory=dict)  # workers -> efficiency vs 1 worker
 
-    def capacity_table(self, objective: str) -> dict[str, Any]:
-        """The `[scale.capacity]` table of the config file (what `--write-config` stores)."""
-        table: dict[str, Any] = {
-            "objective": objective,
-            "rps_per_worker": round(self.rps_per_worker, 1),
-            "concurrency_per_worker": round(self.concurrency_per_worker, 2),
-        }
-        if self.cpu_per_worker is not None:
-            table["cpu_per_worker"] = round(self.cpu_per_worker, 3)
-            table["cpu_request"] = self.cpu_request
-        if self.peak_rps is not None:
-            table["peak_rps"] = self.peak_rps
-            table["replicas_at_peak"] = self.replicas_at_peak
-        return table
-
 
 def recommend(
     capacities: Sequence[Capacity], *, headroom: float = 0.2, peak_rps: float | None = None
@@ -100,7 +83,7 @@ def recommend(
         why = f"one worker used {used} at its capacity: CPU does not track its load, the request rate does"
     request = None
     if cpu is not None:
-        request = scaling.quantity(max(_MILLI, math.ceil(cpu * 1000 / _MILLI) * _MILLI) / 1000)
+        request = scaling.cpu_request(cpu)
     replicas = None if peak_rps is None else max(1, math.ceil(peak_rps / target_rps))
     return Recommendation(
         rps_per_worker=rps,

@@ -36,6 +36,7 @@ from asgiscale.deploy.options import (
 )
 from asgiscale.deploy.sam import HTTP_API_TIMEOUT
 from asgiscale.policy import PolicyError
+from asgiscale.scaling import measured_resources
 
 DEFAULT_OUT = {"cloudrun": "deploy/cloudrun", "docker": ".", "kubernetes": "deploy/kubernetes", "lambda": "."}
 # Targets whose build installs requirements.txt from the project: who installs it, and what runs asgiscale.
@@ -111,6 +112,8 @@ def deploy_command(target: str, app: str | None, out: Path | None, force: bool, 
             for name, value in settings.items()
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
         }
+        if target == "kubernetes":  # what `asgiscale bench --write-config` measured, unless flags say otherwise
+            given = {**measured_resources(config.scale, given.get("workers", 1)), **given}
         if target == "lambda":
             given["code_uri"] = os.path.relpath(Path(config.app_dir).resolve(), directory.resolve())
         options = _options(ctx, target, given)

@@ -26,7 +26,7 @@ from typing import Any
 from asgiscale import __version__
 from asgiscale.config import Config
 from asgiscale.deploy.options import ADMIN_PORT, APP_PORT, UID, DeployOptions, cpu_cores
-from asgiscale.scaling import Target, hpa_spec, quantity
+from asgiscale.scaling import Target, capacity, hpa_spec, quantity
 
 Object = dict[str, Any]
 # Seconds beyond preStop + drain before the kubelet kills the container.
@@ -82,8 +82,12 @@ def metadata(options: DeployOptions, name: str | None = None) -> Object:
 
 
 def replica_bounds(config: Config, options: DeployOptions) -> tuple[int, int]:
+    """--min/--max-replicas, else the config's worker bounds, else the pods a measured peak needs
+    (`asgiscale bench --peak-rps … --write-config`), else 2 to 10."""
+    peak = capacity(config.scale).get("replicas_at_peak")
+    measured = max(2, math.ceil(peak / options.workers)) if peak else None
     low = options.min_replicas or (config.min_workers if config.autoscale else None) or 2
-    high = options.max_replicas or (config.max_workers if config.autoscale else None) or 10
+    high = options.max_replicas or (config.max_workers if config.autoscale else None) or measured or 10
     if low > high:
         raise ValueError(f"--min-replicas {low} is above --max-replicas {high}; lower one of them")
     return low, high
