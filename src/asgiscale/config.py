@@ -155,7 +155,7 @@ class Config:
     scale: dict[str, Any] | None = _field(
         None,
         "Self-scaling details, file only: 'behavior' (an autoscaling/v2 HPA behavior, camelCase), "
-        "'tolerance', 'kpa' (see docs/scaling.md).",
+        "'tolerance', 'kpa', 'capacity' (measured by asgiscale bench; see docs/scaling.md).",
         file_only=True,
     )
     graceful_timeout: float = _field(
