@@ -6,6 +6,24 @@ import pytest
 
 PINNED = {
     "asgiscale": ["Config", "ConfigError", "__version__", "run"],
+    "asgiscale.bench": [
+        "Capacity",
+        "CapacitySearch",
+        "Histogram",
+        "LoadGenerator",
+        "Objective",
+        "ObjectiveError",
+        "Recommendation",
+        "Step",
+        "StepResult",
+        "Target",
+        "TargetError",
+        "Verdict",
+        "judge",
+        "parse_objectives",
+        "recommend",
+        "run_step",
+    ],
     "asgiscale.policy": [
         "HorizontalPodAutoscaler",
         "HpaDecision",
