@@ -42,10 +42,12 @@ def write_capacity(cwd: Path, target: str, capacity: dict[str, Any]) -> Path:
     table: Any = document
     if path.name == PYPROJECT:
         table = document["tool"]["asgiscale"]
-    table["scale_targets"] = [target]
     if "scale" not in table:
         table["scale"] = tomlkit.table()
     table["scale"]["capacity"] = capacity
+    # After the table: a key added last is then placed before the tables (as it must be), even when
+    # the file gives `scale` as dotted keys.
+    table["scale_targets"] = [target]
     text = tomlkit.dumps(document)
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / path.name).write_text(text)
@@ -64,6 +66,9 @@ def capacity_table(report: Mapping[str, Any]) -> dict[str, Any]:
     rec = report["recommendation"]
     table: dict[str, Any] = {"objective": ",".join(report["objectives"]), "measured": report["finished"]}
     for key in CAPACITY_KEYS:
-        if rec.get(key) is not None:
-            table[key] = round(rec[key], 3) if isinstance(rec[key], float) else rec[key]
+        value = rec.get(key)
+        if isinstance(value, float):
+            value = float(f"{value:.4g}")  # 4 significant digits: a tiny CPU share is not rounded to 0
+        if value:  # a measured 0 (an idle worker's CPU, in 10 ms ticks) is no capacity figure
+            table[key] = value
     return table

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import multiprocessing
 import random
 import socket
@@ -100,11 +101,9 @@ class Step:
         sum of independent Poisson streams is a Poisson stream of the summed rate.
         """
         if self.arrivals == "constant":
-            gap = 1.0 / self.rate
-            i = part
-            while i * gap < self.duration:
-                yield i * gap
-                i += parts
+            count = math.ceil(round(self.rate * self.duration, 9))  # 49 req/s for 1 s: 49, whatever 49 * (1/49) is
+            for i in range(part, count, parts):
+                yield i / self.rate
             return
         rng = random.Random(f"{self.seed}:{part}")
         rate = self.rate / parts

@@ -45,7 +45,10 @@ class Objective:
 
     def spec(self) -> str:
         """The form `parse_objectives` reads, like `p99=50ms`."""
-        return f"{self.name}={format_us(self.limit_us).replace(' ', '')}"
+        for unit, scale in (("s", 1_000_000), ("ms", 1000)):
+            if self.limit_us % scale == 0:
+                return f"{self.name}={self.limit_us // scale}{unit}"
+        return f"{self.name}={self.limit_us}us"
 
 
 def parse_objectives(texts: Iterable[str]) -> tuple[Objective, ...]:

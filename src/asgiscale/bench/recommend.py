@@ -78,7 +78,8 @@ def recommend(
         target = str(scaling.Target("cpu", max(1, round(100 * cpu * (1 - headroom)))))
         why = f"one worker used {cpu:.2f} cores at its capacity: CPU-bound, so CPU utilization tracks its load"
     else:
-        target = str(scaling.Target("rps", round(target_rps, 1)))
+        shown = round(target_rps, 1) if target_rps >= 1 else float(f"{target_rps:.2g}")  # never 0 for a slow app
+        target = str(scaling.Target("rps", shown))
         used = "an unmeasured share of a core" if cpu is None else f"{cpu:.2f} cores"
         why = f"one worker used {used} at its capacity: CPU does not track its load, the request rate does"
     request = None
