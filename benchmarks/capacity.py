@@ -25,12 +25,9 @@ from _report import fmt, median, publish, rotated, section, spread, table
 from _servers import REPO_DIR, SERVERS, RunningServer, get_app
 from throughput import wrk
 
-sys.path.insert(0, str(REPO_DIR / "src"))
-
-from asgiscale.bench.generator import Step, Target, run_step  # noqa: E402
-from asgiscale.bench.objective import parse_objectives  # noqa: E402
-from asgiscale.bench.runner import BenchOptions, run_bench  # noqa: E402
-
+from asgiscale.bench.generator import Step, Target, run_step
+from asgiscale.bench.objective import parse_objectives
+from asgiscale.bench.runner import BenchOptions, run_bench
 
 RATE_SHARE = 0.5  # of wrk's last rate: the generator's offered rate, low enough that it keeps its schedule
 
