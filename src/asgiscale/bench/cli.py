@@ -114,7 +114,7 @@ def split_app(app: str, app_dir: str) -> tuple[str, str]:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Generator processes (one sends well over 10,000 req/s).",
+    help="Generator processes (one keeps its schedule to about 30,000 req/s).",
 )
 @click.option(
     "--connections",

@@ -11,6 +11,7 @@ it returns, with whatever was measured before, so the caller can still write a p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import http.client
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,10 +256,7 @@ def run_bench(options: BenchOptions, on_step: Notify | None = None) -> dict[str,
     try:
         with LoadGenerator(options.load_processes) as generator:
             for workers in options.workers if options.app else (None,):
-                capacity = _measure(options, generator, workers, report, notify, log_dir)
-                if capacity is None:
-                    break
-                capacities.append(capacity)
+                capacities.append(_measure(options, generator, workers, report, notify, log_dir))
     except BenchProblem as exc:
         report["problem"] = str(exc)
     except KeyboardInterrupt:
@@ -284,19 +282,19 @@ def _measure(
     report: dict[str, Any],
     notify: Notify,
     log_dir: Path,
-) -> Capacity | None:
-    """The capacity of one worker count (None: no rate met the objective; the problem is in the report)."""
+) -> Capacity:
+    """The capacity of one worker count; raises `BenchProblem` when there is none to report."""
     label = "the URL" if workers is None else f"{workers} worker{'s' * (workers != 1)}"
-    served = None
-    if options.app is not None:
-        assert workers is not None
-        notify("info", f"{label}: starting the app", None)
-        served = ServedApp(options.app, workers, options.settings, log_dir).__enter__()
-        target = served.target.with_path(options.path)
-    else:
-        assert options.url is not None
-        target = options.url.with_path(options.path)
-    try:
+    with contextlib.ExitStack() as stack:
+        served = None
+        if options.app is not None:
+            assert workers is not None
+            notify("info", f"{label}: starting the app", None)
+            served = stack.enter_context(ServedApp(options.app, workers, options.settings, log_dir))
+            target = served.target.with_path(options.path)
+        else:
+            assert options.url is not None
+            target = options.url.with_path(options.path)
         service_time = probe(target, options.timeout)
         report["probes"].append({"workers": workers, "median_us": round(service_time * 1e6)})
         for objective in options.objectives:
@@ -316,17 +314,14 @@ def _measure(
             search.record(rate, met=record.verdict.met, generator_behind=record.verdict.generator_behind)
             if record.verdict.met and search.capacity == rate:
                 at_capacity = record
-            if record.result.sent and record.result.failed == record.result.sent:
+            if search.capacity is None and record.result.sent and record.result.failed == record.result.sent:
                 reason = ", ".join(record.verdict.reasons)
                 raise BenchProblem(f"every request failed at {rate:,.0f} req/s with {label} ({reason})")
             time.sleep(SETTLE_SECONDS)
-    finally:
-        if served is not None:
-            served.stop()
+    objectives = " and ".join(str(o) for o in options.objectives)
     if search.capacity is None or at_capacity is None:
         lowest = min((s for s in report["steps"] if s["workers"] == workers), key=lambda s: s["rate"], default=None)
         seen = "" if lowest is None else f"; at {lowest['rate']:g} req/s: {', '.join(lowest['why_not'])}"
-        objectives = " and ".join(str(o) for o in options.objectives)
         raise BenchProblem(f"no rate met {objectives} with {label}{seen}")
     mean_s = (at_capacity.result.latency.mean() or 0.0) / 1e6
     capacity = Capacity(workers or 1, search.capacity, mean_s, at_capacity.cpu_per_worker)
@@ -342,12 +337,8 @@ def _measure(
             "cpu_per_worker": at_capacity.cpu_per_worker,
         }
     )
-    notify("info", f"{label}: {capacity.rps:,.0f} req/s at {_objectives_text(options.objectives)}", None)
+    notify("info", f"{label}: {capacity.rps:,.0f} req/s at {objectives}", None)
     return capacity
-
-
-def _objectives_text(objectives: Sequence[Objective]) -> str:
-    return " and ".join(f"{o.name} ≤ {format_us(o.limit_us)}" for o in objectives)
 
 
 def _step(
