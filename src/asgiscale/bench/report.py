@@ -108,6 +108,8 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         rates = [s["rate"] for s in steps]
         axes.plot(rates, [s["goodput"] for s in steps], marker="o", label=f"answered, {_label(workers)}")
         errors.plot(rates, [100 * s["error_share"] for s in steps], "x--", label=f"failed, {_label(workers)}")
+    top_errors = max(100 * s["error_share"] for s in report["steps"])
+    errors.set_ylim(0, max(1.0, 1.1 * top_errors))  # no negative share when nothing failed
     axes.legend(loc="upper left", fontsize="small")
     errors.legend(loc="lower right", fontsize="small")
     paths.append(_save(figure, out / "throughput.png"))
@@ -193,7 +195,8 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
             f"<strong>{rec['concurrency_per_worker']:.1f} requests in flight</strong> at the objective.</li>"
         )
         parts.append(
-            f"<li>Scale target <code>{e(rec['target'])}</code>, keeping {rec['headroom']:.0%} headroom: "
+            f"<li>Scale target <code>{e(rec['target'])}</code> (CPU in % of one core, per worker), keeping "
+            f"{rec['headroom']:.0%} headroom: "
             f"{e(rec['why'])}.</li>"
         )
         if rec["cpu_request"]:
