@@ -190,13 +190,13 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     rec = report["recommendation"]
     if rec:
         parts.append("<h2>Recommended settings</h2><ul>")
+        unit = " (% of one core, per worker)" if rec["target"].startswith("cpu=") else " (per worker)"
         parts.append(
             f"<li>One worker carries <strong>{rec['rps_per_worker']:,.1f} req/s</strong> and "
             f"<strong>{rec['concurrency_per_worker']:.1f} requests in flight</strong> at the objective.</li>"
         )
         parts.append(
-            f"<li>Scale target <code>{e(rec['target'])}</code> (CPU in % of one core, per worker), keeping "
-            f"{rec['headroom']:.0%} headroom: "
+            f"<li>Scale target <code>{e(rec['target'])}</code>{unit}, keeping {rec['headroom']:.0%} headroom: "
             f"{e(rec['why'])}.</li>"
         )
         if rec["cpu_request"]:
