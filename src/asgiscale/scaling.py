@@ -87,22 +87,23 @@ def parse_targets(texts: Iterable[str]) -> tuple[Target, ...]:
 
 def check_table(table: Mapping[str, Any]) -> None:
     for key in table:
-        if key not in TABLE_KEYS:
-            close = difflib.get_close_matches(key, TABLE_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(TABLE_KEYS)}"
-            raise ScaleError(f"unknown key '{key}' in the scale table; {hint}")
+        _known(key, TABLE_KEYS, "the scale table")
     for key in ("behavior", "kpa", "capacity"):
         if not isinstance(table.get(key, {}), Mapping):
             raise ScaleError(f"'scale.{key}' must be a table")
     for key, value in table.get("capacity", {}).items():
-        if key not in CAPACITY_KEYS:
-            close = difflib.get_close_matches(key, CAPACITY_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(CAPACITY_KEYS)}"
-            raise ScaleError(f"unknown key '{key}' in scale.capacity; {hint}")
+        _known(key, CAPACITY_KEYS, "scale.capacity")
         if key not in ("objective", "measured") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         ):
             raise ScaleError(f"'scale.capacity.{key}' must be a positive number, got {value!r}")
+
+
+def _known(key: str, keys: tuple[str, ...], where: str) -> None:
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(keys)}"
+        raise ScaleError(f"unknown key '{key}' in {where}; {hint}")
 
 
 def capacity(table: Mapping[str, Any] | None) -> Mapping[str, Any]:

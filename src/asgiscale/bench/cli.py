@@ -12,6 +12,7 @@ measured, 1 when the measurement stopped early (its report is still written), 2 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asgiscale.bench.configfile import capacity_table, write_capacity
-from asgiscale.bench.generator import ARRIVALS, Target, TargetError
+from asgiscale.bench.generator import ARRIVALS, Target, TargetError, checked_path
 from asgiscale.bench.objective import ObjectiveError, parse_objectives
 from asgiscale.bench.report import capacity_lines, write_report
 from asgiscale.bench.runner import BenchOptions, StepRecord, run_bench
@@ -153,7 +154,7 @@ def bench_command(
         click.echo(f"asgiscale: error: {exc.format_message()} ({exc.param_hint})", err=True)
         sys.exit(EXIT_USAGE)
     out.mkdir(parents=True, exist_ok=True)
-    options = _with(options, log_dir=out.resolve())
+    options = dataclasses.replace(options, log_dir=out.resolve())
     report = _run_with_progress(options, err)
     paths = write_report(report, out)
     for line in capacity_lines(report):
@@ -184,9 +185,7 @@ def _options(
     max_errors = _share(values.pop("max_errors"), "--max-errors")
     headroom = _share(values.pop("headroom"), "--headroom")
     workers = _worker_counts(workers_text)
-    path = values.pop("path")
-    if not path.startswith("/"):
-        raise click.BadParameter(f"{path!r} must start with '/'", param_hint="--path")
+    path = checked_path(values.pop("path"))
     common = dict(
         objectives=objectives,
         path=path,
@@ -208,12 +207,6 @@ def _options(
     if not Path(app_dir).is_dir():
         raise ConfigError(f"the app directory {app_dir!r} does not exist")
     return BenchOptions(app=app, workers=workers, settings={"app_dir": app_dir}, **common)
-
-
-def _with(options: BenchOptions, **changes: Any) -> BenchOptions:
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)
 
 
 def _run_with_progress(options: BenchOptions, err: Console) -> dict[str, Any]:

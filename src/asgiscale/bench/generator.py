@@ -39,6 +39,7 @@ import httptools
 from asgiscale.bench.histogram import Histogram
 
 ARRIVALS = ("constant", "poisson")
+USER_AGENT = "asgiscale-bench"
 _CHECK_PERIOD = 0.05  # seconds between two looks for requests past their timeout
 _MAX_BEHIND = 64  # requests sent late in a row before the loop lets answers in
 
@@ -69,17 +70,25 @@ class Target:
         return cls(parts.hostname, port, path + ("?" + parts.query if parts.query else ""))
 
     def with_path(self, path: str) -> Target:
-        if not path.startswith("/"):
-            raise TargetError(f"--path {path!r} must start with '/'")
-        return dataclasses.replace(self, path=path)
+        return dataclasses.replace(self, path=checked_path(path))
+
+    @property
+    def netloc(self) -> str:
+        """host:port, an IPv6 address in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{self.path}"
+        return f"http://{self.netloc}{self.path}"
 
     def request(self) -> bytes:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"GET {self.path} HTTP/1.1\r\nHost: {host}:{self.port}\r\nUser-Agent: asgiscale-bench\r\n\r\n".encode()
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.netloc}\r\nUser-Agent: {USER_AGENT}\r\n\r\n".encode()
+
+
+def checked_path(path: str) -> str:
+    """`path` if it can be requested (it starts with '/'); raises `TargetError` otherwise."""
+    if not path.startswith("/"):
+        raise TargetError(f"--path {path!r} must start with '/'")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,9 +287,7 @@ class _Load:
                 conn.send(due, self.payload)
                 return
         self.waiting.append(due)
-        if len(self.busy) + self.opening < self.step.max_connections and self.opening < len(self.waiting):
-            self.opening += 1
-            self.loop.create_task(self._open())
+        self._open_for_waiting()
 
     async def _open(self) -> None:
         try:
@@ -337,10 +344,14 @@ class _Load:
 
     def _refill(self) -> None:
         """A connection went away: open another if requests are waiting for one."""
-        if self.waiting and self.opening < len(self.waiting):
+        self._open_for_waiting()
+        self._maybe_finish()
+
+    def _open_for_waiting(self) -> None:
+        """Open a connection for a waiting request, unless one is opening for each or the cap is reached."""
+        if self.opening < len(self.waiting) and len(self.busy) + self.opening < self.step.max_connections:
             self.opening += 1
             self.loop.create_task(self._open())
-        self._maybe_finish()
 
     def expire(self, now: float) -> None:
         """Give up on requests more than `timeout` past their due time."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from asgiscale.bench.objective import format_us
+from asgiscale.bench.objective import format_us, parse_objectives
 
 PLOTS = ("latency", "throughput", "cpu")
 
@@ -76,7 +76,6 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
     if not groups:
         return []
     paths = []
-    limits = {o.split("=")[0]: o.split("=")[1] for o in report["objectives"]}
 
     def new(title: str, ylabel: str) -> tuple[Any, Any]:
         figure = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
@@ -93,8 +92,8 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         for name, style in (("p50", ":"), ("p99", "-")):
             values = [None if s["latency_us"][name] is None else s["latency_us"][name] / 1000 for s in steps]
             axes.plot(rates, values, style, marker="o", label=f"{name}, {_label(workers)}")
-    for name, limit in limits.items():
-        axes.axhline(_limit_ms(limit), color="red", linewidth=1, label=f"objective {name} ≤ {limit}")
+    for objective in parse_objectives(report["objectives"]):
+        axes.axhline(objective.limit_us / 1000, color="red", linewidth=1, label=f"objective {objective}")
     axes.set_yscale("log")
     axes.legend(fontsize="small")
     paths.append(_save(figure, out / "latency.png"))
@@ -128,13 +127,6 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         axes.legend(fontsize="small")
         paths.append(_save(figure, out / "cpu.png"))
     return paths
-
-
-def _limit_ms(text: str) -> float:
-    for unit, scale in (("ms", 1.0), ("us", 0.001), ("µs", 0.001), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    raise ValueError(text)
 
 
 def _save(figure: Any, path: Path) -> Path:

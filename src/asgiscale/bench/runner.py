@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asgiscale.bench.generator import LoadGenerator, Step, StepResult, Target
+from asgiscale.bench.generator import USER_AGENT, LoadGenerator, Step, StepResult, Target
 from asgiscale.bench.objective import Objective, Verdict, format_us, judge
 from asgiscale.bench.recommend import Capacity, recommend
 from asgiscale.bench.search import CapacitySearch
@@ -76,6 +76,7 @@ class StepRecord:
 
     def summary(self) -> dict[str, Any]:
         r = self.result
+        mean = r.latency.mean()
         return {
             "workers": self.workers,
             "rate": round(r.rate, 3),
@@ -83,7 +84,7 @@ class StepRecord:
             "ok": r.ok,
             "goodput": round(r.goodput(), 3),
             "latency_us": {p: r.latency.value_at(float(p[1:]), missing=r.failed) for p in LATENCY_REPORTED},
-            "mean_latency_us": None if r.latency.mean() is None else round(r.latency.mean() or 0.0),
+            "mean_latency_us": None if mean is None else round(mean),
             "max_latency_us": r.latency.max if r.latency.count else None,
             "statuses": {str(k): v for k, v in sorted(r.statuses.items())},
             "errors": dict(r.errors),
@@ -206,7 +207,7 @@ def probe(target: Target, timeout: float) -> float:
         while len(times) < PROBE_REQUESTS and (len(times) < 3 or time.monotonic() < end):
             began = time.perf_counter()
             try:
-                conn.request("GET", target.path, headers={"User-Agent": "asgiscale-bench"})
+                conn.request("GET", target.path, headers={"User-Agent": USER_AGENT})
                 answer = conn.getresponse()
                 answer.read()
             except ConnectionRefusedError:
@@ -332,7 +333,7 @@ def _measure(
             "rps_per_worker": round(capacity.rps_per_worker, 3),
             "exact": search.exact,
             "stopped": search.stopped or None,
-            "latency_us": {k: v for k, v in at_capacity.summary()["latency_us"].items()},
+            "latency_us": at_capacity.summary()["latency_us"],
             "mean_latency_us": round(mean_s * 1e6),
             "cpu_per_worker": at_capacity.cpu_per_worker,
         }
