@@ -490,3 +490,26 @@ def test_random_traces_respect_bounds_rates_and_stabilization(scenario: Any) -> 
             changes.append((now, desired - current))
         current = desired
         now += gap
+
+
+pod_groups = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.floats(0, 500, allow_nan=False)),  # value
+        st.booleans(),  # ready
+        st.integers(1, 5),  # count
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pod_groups, st.sampled_from([cpu(70), pods_metric("20")]))
+def test_grouped_pods_decide_as_the_pods_one_by_one(groups: Any, metric: dict[str, Any]) -> None:
+    """`simulate` passes identical pods as one PodSample with a count; the decision must not change."""
+    grouped = [PodSample(value, ready, count) for value, ready, count in groups]
+    expanded = [PodSample(value, ready) for value, ready, count in groups for _ in range(count)]
+    current = len(expanded)
+    one, other = hpa(metric), hpa(metric)
+    assert one.sync(0.0, current, [grouped]) == other.sync(0.0, current, [expanded])
+    assert one.last == other.last

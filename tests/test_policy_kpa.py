@@ -263,3 +263,13 @@ def test_policies_table_builds_both_from_their_spec_and_drives_them_the_same_way
     assert kpa.decide(60.0, 3) == 4  # 28 in flight over a target of 7
     with pytest.raises(ValueError, match="one sample list"):
         kpa.observe(61.0, [[], []])
+
+
+def test_grouped_pods_record_the_same_total_and_ready_count() -> None:
+    """`simulate` passes identical pods as one PodSample with a count."""
+    grouped, expanded = KnativePodAutoscaler(target=10), KnativePodAutoscaler(target=10)
+    for second in range(70):
+        grouped.observe(float(second), [[PodSample(30.0, True, 3), PodSample(0.0, False, 2)]])
+        expanded.observe(float(second), [[PodSample(30.0)] * 3 + [PodSample(0.0, False)] * 2])
+    assert grouped.decide(70.0, 5) == expanded.decide(70.0, 5) == 13  # 90 in flight / 7 per pod
+    assert grouped.last == expanded.last

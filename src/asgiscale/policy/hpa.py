@@ -38,10 +38,14 @@ _REQUEST_MILLI = 100_000
 
 @dataclasses.dataclass(frozen=True)
 class PodSample:
-    """One pod's reading of one metric: `value` None when its metric is missing, `ready` False while it starts."""
+    """One pod's reading of one metric: `value` None when its metric is missing, `ready` False while it starts.
+
+    `count` pods read the same (`simulate` groups identical pods; the decision is the one for each pod apart).
+    """
 
     value: float | None
     ready: bool = True
+    count: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,30 +379,32 @@ def _pods_proposal(
 ) -> MetricProposal:
     if not samples:
         return MetricProposal(metric.label, error=f"{metric.label}: no pods")
-    values: dict[int, int] = {}
-    unready: list[int] = []
-    missing: list[int] = []
-    for index, pod in enumerate(samples):
+    values: list[tuple[int, int]] = []  # (milli-value, pods)
+    unready = missing = 0
+    for pod in samples:
         # A not-ready pod without a value stands for a Pending pod, set aside for every metric; a not-ready pod
         # with a value is set aside only for cpu (the controller's cpu initialization rules).
         if not pod.ready and (pod.value is None or metric.cpu):
-            unready.append(index)
+            unready += pod.count
         elif pod.value is None:
-            missing.append(index)
-        else:
-            values[index] = _milli(pod.value)
+            missing += pod.count
+        elif pod.count:
+            values.append((_milli(pod.value), pod.count))
     if not values:
         return MetricProposal(metric.label, error=f"{metric.label}: no metrics for ready pods")
     utilization = metric.target_type == "Utilization"
 
-    def usage(readings: Mapping[int, int]) -> tuple[float, float]:
+    def usage(readings: list[tuple[int, int]]) -> tuple[float, float]:
+        total = sum(value * count for value, count in readings)
+        pods = sum(count for _, count in readings)
         if utilization:
-            percent = sum(readings.values()) * 100 // (_REQUEST_MILLI * len(readings))
+            percent = total * 100 // (_REQUEST_MILLI * pods)
             return float(percent) / float(metric.target), float(percent)
-        average = _go_div(sum(readings.values()), len(readings))
+        average = _go_div(total, pods)
         return float(average) / float(metric.target), average / 1000
 
     ratio, reported = usage(values)
+    measured = sum(count for _, count in values)
 
     def result(proposal: int) -> MetricProposal:
         return MetricProposal(metric.label, reported, ratio, min(proposal, MAX_INT32))
@@ -407,19 +413,19 @@ def _pods_proposal(
     if not scale_up_with_unready and not missing:
         if _within(ratio, tolerances):
             return result(current)
-        return result(math.ceil(ratio * float(len(values))))
+        return result(math.ceil(ratio * float(measured)))
     if missing:
         if ratio < 1.0:
             fallback = _REQUEST_MILLI * max(100, metric.target) // 100 if utilization else metric.target
-            values.update(dict.fromkeys(missing, fallback))
+            values.append((fallback, missing))
         elif ratio > 1.0:
-            values.update(dict.fromkeys(missing, 0))
+            values.append((0, missing))
     if scale_up_with_unready:
-        values.update(dict.fromkeys(unready, 0))
+        values.append((0, unready))
     new_ratio, _ = usage(values)
     if _within(new_ratio, tolerances) or (ratio < 1.0 < new_ratio) or (new_ratio < 1.0 < ratio):
         return result(current)
-    proposal = math.ceil(new_ratio * float(len(values)))
+    proposal = math.ceil(new_ratio * float(sum(count for _, count in values)))
     if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):
         return result(current)
     return result(proposal)
@@ -432,7 +438,7 @@ def _object_proposal(
         return MetricProposal(metric.label, error=f"{metric.label}: no value")
     if metric.source == "Object" and len(samples) != 1:
         return MetricProposal(metric.label, error=f"{metric.label}: an Object metric has exactly one value")
-    usage = sum(_milli(s.value) for s in samples if s.value is not None)
+    usage = sum(_milli(s.value) * s.count for s in samples if s.value is not None)
     if metric.target_type == "Value":
         ratio = float(usage) / float(metric.target)
         proposal = current

@@ -245,8 +245,8 @@ class KnativePodAutoscaler:
         pods = samples[0]
         if pods is None:
             return
-        self.record(now, sum(pod.value for pod in pods if pod.value is not None))
-        self._ready = sum(1 for pod in pods if pod.ready)
+        self.record(now, sum(pod.value * pod.count for pod in pods if pod.value is not None))
+        self._ready = sum(pod.count for pod in pods if pod.ready)
 
     def decide(self, now: float, current_replicas: int) -> int:
         return self.sync(now, current_replicas if self._ready is None else self._ready)
