@@ -299,13 +299,14 @@ class Config:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        file: Path | None = None,
     ) -> Config:
-        """Merge defaults, the config file in `cwd`, `PORT` and the `ASGISCALE_*` variables of
-        `env`, and `overrides`."""
+        """Merge defaults, the config file in `cwd` (or `file`), `PORT` and the `ASGISCALE_*`
+        variables of `env`, and `overrides`."""
         cwd = Path.cwd() if cwd is None else cwd
         env = {} if env is None else env
         values: dict[str, Any] = {}
-        file_values, where = read_config_file(cwd)
+        file_values, where = read_config_file(cwd, file)
         for key, raw in file_values.items():
             name = key.replace("-", "_")
             field = _lookup(name, f"unknown key '{key}' in {where}", lambda n: n)
@@ -371,12 +372,19 @@ def field_type(field: dataclasses.Field[Any]) -> tuple[type, bool]:
     return typing.get_origin(base) or base, optional
 
 
-def read_config_file(cwd: Path) -> tuple[dict[str, Any], str]:
-    """The asgiscale table of `asgiscale.toml`, else of `[tool.asgiscale]` in `pyproject.toml`."""
+def read_config_file(cwd: Path, file: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The asgiscale table of `asgiscale.toml`, else of `[tool.asgiscale]` in `pyproject.toml`;
+    or of `file` (a whole file of settings, or a pyproject.toml), which must exist."""
+    if file is not None and file.name != PYPROJECT:
+        if not file.is_file():
+            raise ConfigError(f"{file}: no such config file")
+        return _read_toml(file), str(file)
     dedicated = cwd / CONFIG_FILE
-    if dedicated.is_file():
+    if file is None and dedicated.is_file():
         return _read_toml(dedicated), CONFIG_FILE
-    pyproject = cwd / PYPROJECT
+    pyproject = file or cwd / PYPROJECT
+    if file is not None and not pyproject.is_file():
+        raise ConfigError(f"{file}: no such config file")
     if pyproject.is_file():
         table = _read_toml(pyproject).get("tool", {}).get("asgiscale", {})
         if not isinstance(table, dict):

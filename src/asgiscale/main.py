@@ -109,6 +109,7 @@ class _Commands(click.Group):
         "bench": ("asgiscale.bench.cli", "bench_command"),
         "check": ("asgiscale.deploy.cli", "check_command"),
         "deploy": ("asgiscale.deploy.cli", "deploy_command"),
+        "simulate": ("asgiscale.simulate.cli", "simulate_command"),
         "top": ("asgiscale.top", "top_command"),
     }
 

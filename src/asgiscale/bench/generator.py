@@ -80,8 +80,9 @@ class Target:
     def __str__(self) -> str:
         return f"http://{self.netloc}{self.path}"
 
-    def request(self) -> bytes:
-        return f"GET {self.path} HTTP/1.1\r\nHost: {self.netloc}\r\nUser-Agent: {USER_AGENT}\r\n\r\n".encode()
+    def request(self, keep_alive: bool = True) -> bytes:
+        close = "" if keep_alive else "Connection: close\r\n"
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.netloc}\r\nUser-Agent: {USER_AGENT}\r\n{close}\r\n".encode()
 
 
 def checked_path(path: str) -> str:
@@ -93,7 +94,12 @@ def checked_path(path: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One load step: `rate` requests per second for `duration` seconds."""
+    """One load step: `rate` requests per second for `duration` seconds.
+
+    `times` replaces the arrivals by these due times (seconds from the start, sorted), to replay a
+    trace. `keep_alive=False` sends every request on a fresh connection (`Connection: close`), as
+    many separate clients do: each is accepted by whichever worker takes it first.
+    """
 
     url: Target
     rate: float
@@ -102,13 +108,18 @@ class Step:
     timeout: float = 5.0
     max_connections: int = 1000
     seed: int = 0
+    times: tuple[float, ...] | None = None
+    keep_alive: bool = True
 
     def schedule(self, part: int = 0, parts: int = 1) -> Iterator[float]:
         """Due times in seconds from the start, of the requests one of `parts` generators sends.
 
-        Constant arrivals are dealt round robin; Poisson arrivals of rate/parts each, since the
-        sum of independent Poisson streams is a Poisson stream of the summed rate.
+        Constant arrivals (and given times) are dealt round robin; Poisson arrivals of rate/parts
+        each, since the sum of independent Poisson streams is a Poisson stream of the summed rate.
         """
+        if self.times is not None:
+            yield from self.times[part::parts]
+            return
         if self.arrivals == "constant":
             count = math.ceil(round(self.rate * self.duration, 9))  # 49 req/s for 1 s: 49, whatever 49 * (1/49) is
             for i in range(part, count, parts):
@@ -239,7 +250,7 @@ class _Load:
     def __init__(self, step: Step, start: float) -> None:
         self.step = step
         self.start = start  # time.monotonic() of due time 0; CLOCK_MONOTONIC is the same in every process
-        self.payload = step.url.request()
+        self.payload = step.url.request(step.keep_alive)
         self.result = StepResult(step.rate, step.duration)
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()

@@ -96,7 +96,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         axes.axhline(objective.limit_us / 1000, color="red", linewidth=1, label=f"objective {objective}")
     axes.set_yscale("log")
     axes.legend(fontsize="small")
-    paths.append(_save(figure, out / "latency.png"))
+    paths.append(save_png(figure, out / "latency.png"))
 
     figure, axes = new("Throughput and failures against offered load", "successful answers per second")
     top = max(s["rate"] for s in report["steps"])
@@ -111,7 +111,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
     errors.set_ylim(0, max(1.0, 1.1 * top_errors))  # no negative share when nothing failed
     axes.legend(loc="upper left", fontsize="small")
     errors.legend(loc="lower right", fontsize="small")
-    paths.append(_save(figure, out / "throughput.png"))
+    paths.append(save_png(figure, out / "throughput.png"))
 
     if any(s["cpu_per_worker"] is not None for s in report["steps"]):
         figure, axes = new("CPU per worker against offered load", "CPU per worker (cores)")
@@ -125,16 +125,16 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
             )
         axes.axhline(1.0, color="grey", linewidth=1)
         axes.legend(fontsize="small")
-        paths.append(_save(figure, out / "cpu.png"))
+        paths.append(save_png(figure, out / "cpu.png"))
     return paths
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_png(figure: Any, path: Path) -> Path:
     figure.savefig(path, format="png")
     return path
 
 
-_STYLE = """
+STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .5em 0; font-variant-numeric: tabular-nums; }
@@ -153,7 +153,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>asgiscale bench: {e(report['target'])}</title><style>{_STYLE}</style></head><body>",
+        f"<title>asgiscale bench: {e(report['target'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>Capacity of {e(report['target'])} at {e(', '.join(report['objectives']))}</h1>",
         f"<p>GET {e(report['path'])}, {e(report['settings']['arrivals'])} arrivals, "
         f"{report['settings']['duration']:g} s per step, started {e(report['started'])} on "
@@ -178,7 +178,9 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
                     "n/a" if cap["cpu_per_worker"] is None else f"{cap['cpu_per_worker']:.2f}",
                 ]
             )
-        parts.append(_table(["", "req/s at the objective", "per worker", "p50", "p99", "CPU per worker (cores)"], rows))
+        parts.append(
+            html_table(["", "req/s at the objective", "per worker", "p50", "p99", "CPU per worker (cores)"], rows)
+        )
     rec = report["recommendation"]
     if rec:
         parts.append("<h2>Recommended settings</h2><ul>")
@@ -244,12 +246,12 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
             "send lag p99",
             "objective",
         ]
-        parts.append(_table(headers, rows, raw_last=True))
+        parts.append(html_table(headers, rows, raw_last=True))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def _table(headers: list[str], rows: list[list[str]], raw_last: bool = False) -> str:
+def html_table(headers: list[str], rows: list[list[str]], raw_last: bool = False) -> str:
     e = html.escape
     out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>"]
     for row in rows:
