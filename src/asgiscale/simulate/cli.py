@@ -119,10 +119,11 @@ def simulate_command(
         table.add_column(column, justify="left" if column == "policy" else "right")
     for row in summary_rows(report):
         table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+    out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    out_console.print(table)
     speed = trace.duration * len(runs) / max(elapsed, 1e-9)
-    err.print(f"simulated {trace.duration * len(runs):,.0f} s in {elapsed:.2f} s ({speed:,.0f}x real time)")
-    err.print(f"report: {paths[0]}")
+    out_console.print(f"Simulated {trace.duration * len(runs):,.0f} s in {elapsed:.2f} s ({speed:,.0f}x real time).")
+    out_console.print(f"Report: {paths[0]}")
 
 
 simulate_command.help = (simulate_command.help or "") + "\n\b\n" + describe_shapes()

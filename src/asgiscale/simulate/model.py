@@ -130,16 +130,24 @@ class SimPolicy:
     min_replicas: int
     max_replicas: int
     sync_period: float | None = None  # decides this often instead of the platform's sync period
+    about: str = ""  # what the policy is, in one line
 
     @classmethod
     def of_hpa(cls, spec: Mapping[str, Any], name: str = "hpa", **flags: Any) -> SimPolicy:
         """An autoscaling/v2 HPA `spec` whose metrics are ones simulate produces (see `metric_of`)."""
         first = HorizontalPodAutoscaler.from_spec(spec, **flags)  # validates
         metrics = tuple(metric_of(m.source, m.name, m.target_type) for m in first.metrics)
+        targets = ", ".join(f"{name}={m.target / (1 if name == 'cpu' else 1000):g}" for name, m in zip(
+            metrics, first.metrics, strict=True))  # fmt: skip
+        about = f"hpa: {targets}, {first.min_replicas} to {first.max_replicas} replicas"
         return cls(
-            name, lambda: HorizontalPodAutoscaler.from_spec(spec, **flags), metrics, first.min_replicas,
+            name,
+            lambda: HorizontalPodAutoscaler.from_spec(spec, **flags),
+            metrics,
+            first.min_replicas,
             first.max_replicas,
-        )  # fmt: skip
+            about=about,
+        )
 
 
 def concurrency_metric(per_pod: float) -> dict[str, Any]:
@@ -182,6 +190,7 @@ class Run:
     """What one replay produced: a series per report point and the totals."""
 
     policy: str
+    about: str
     platform: str
     times: list[float]
     series: dict[str, list[float | None]]
@@ -191,6 +200,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
+            "about": self.about,
             "platform": self.platform,
             "summary": self.summary,
             "series": {"time": self.times, **self.series},
@@ -367,7 +377,7 @@ class _Model:
             "replica_seconds": totals["replica_seconds"],
             "scale_events": len(self.decisions),
         }
-        return Run(self.policy.name, self.platform.name, times, series, summary, self.decisions)
+        return Run(self.policy.name, self.policy.about, self.platform.name, times, series, summary, self.decisions)
 
     def _queue_limits(self, ready: int) -> tuple[float, float]:
         """Requests that may wait over all ready replicas, and for how long."""

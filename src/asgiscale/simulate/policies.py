@@ -48,10 +48,10 @@ def from_config(
         )
 
     make()  # a mistake shows now, as one line
-    label = f"{name} ({kind}: {', '.join(map(str, targets))})"
+    about = f"{kind}: {', '.join(map(str, targets))}, {low} to {high} replicas"
     # Locally the policy decides every scale_sync_period, as `asgiscale run` does.
     sync = config.scale_sync_period if platform.local else None
-    return SimPolicy(label, make, tuple(t.metric for t in targets), low, high, sync)
+    return SimPolicy(name, make, tuple(t.metric for t in targets), low, high, sync, about)
 
 
 def _bounds(config: Config, flags: tuple[int | None, int | None]) -> tuple[int, int]:
@@ -101,7 +101,7 @@ def _from_manifests(paths: list[Path], name: str) -> SimPolicy:
                 spec = document.get("spec")
                 if not isinstance(spec, Mapping):
                     raise PolicyError(f"{path}: the HorizontalPodAutoscaler has no spec")
-                return SimPolicy.of_hpa(spec, name=f"{name} (HPA)")
+                return SimPolicy.of_hpa(spec, name=name)
             if kind == "Service" and str(document.get("apiVersion", "")).startswith("serving.knative.dev/"):
                 return _knative(document, path, name)
     found = ", ".join(sorted(set(kinds))) or "nothing"
@@ -118,10 +118,12 @@ def _knative(document: Mapping[str, Any], path: Path, name: str) -> SimPolicy:
     settings = {"container_concurrency": int(spec.get("containerConcurrency") or 0)}
     first = KnativePodAutoscaler.from_annotations(annotations, **settings)
     high = first.max_scale or KNATIVE_UNBOUNDED
+    bound = f"{first.min_scale} to {first.max_scale or 'unbounded'} replicas"
     return SimPolicy(
-        f"{name} (KPA)",
+        name,
         lambda: KnativePodAutoscaler.from_annotations(annotations, **settings),
         (first.metric,),
         first.min_scale,
         high,
+        about=f"kpa: {first.metric}={first.total_value:g} at {first.target_value / first.total_value:.0%}, {bound}",
     )

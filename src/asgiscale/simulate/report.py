@@ -21,7 +21,7 @@ from asgiscale.simulate.model import Platform, Run, Service
 from asgiscale.simulate.trace import Trace
 
 PLOTS = ("replicas", "load", "latency")
-COLUMNS = ("policy", "replicas max", "mean", "replica-hours", "p50", "p99", "shed", "dropped", "scale events")
+COLUMNS = ("policy", "max", "mean", "replica-h", "p50", "p99", "shed", "dropped", "changes")
 
 
 def build_report(
@@ -165,6 +165,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
         + ".</p>",
         "<h2>Summary</h2>",
         html_table(list(COLUMNS), summary_rows(report)),
+        "<ul>" + "".join(f"<li>{e(run['policy'])}: {e(run['about'])}</li>" for run in report["runs"]) + "</ul>",
         "<p>Shed: refused by admission control (503). Dropped: no ready replica, or the client gave up. "
         "Replica-hours are what the run costs.</p>",
     ]

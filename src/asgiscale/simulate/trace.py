@@ -87,10 +87,10 @@ def _span(seconds: float) -> str:
 
 def load(source: str) -> Trace:
     """A trace from a file (CSV or `/status` JSON) or a shape spec; raises `TraceError`."""
-    name = source.partition(":")[0]
-    if name in SHAPES and not Path(source).exists():
-        return parse_shape(source)
     path = Path(source)
+    name, colon, _ = source.partition(":")
+    if (colon or name in SHAPES) and not path.exists() and re.fullmatch(r"[a-z_]+", name):
+        return parse_shape(source)  # a shape, or a misspelt one: the error names the closest
     if not path.is_file():
         hint = ", ".join(SHAPES)
         raise TraceError(f"--trace {source!r}: no such file, and not a shape ({hint}), e.g. step:from=100,to=400")
