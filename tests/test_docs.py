@@ -30,3 +30,11 @@ def test_every_exposed_metric_is_documented() -> None:
         exposed.add(family.name + suffix)
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", (DOCS / "metrics.md").read_text(), flags=re.M))
     assert exposed == documented
+
+
+def test_the_trace_shapes_are_documented_as_they_are() -> None:
+    from asgiscale.simulate.trace import describe_shapes
+
+    page = (DOCS / "simulate.md").read_text()
+    documented = "\n".join(line.strip() for line in page.splitlines())
+    assert describe_shapes() in documented, "update the shapes block of docs/simulate.md"

@@ -93,6 +93,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 def _plots(report: dict[str, Any], out: Path) -> list[Path]:
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import ScalarFormatter
     except ImportError:
         return []
     runs = report["runs"]
@@ -138,6 +139,8 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         line = axes.plot(times(run), p99, label=f"{run['policy']}: p99")
         axes.plot(times(run), p50, ":", color=line[0].get_color())
     axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.yaxis.set_minor_formatter(ScalarFormatter())
     axes.legend(fontsize="small")
     paths.append(save_png(figure, out / "latency.png"))
     return paths
