@@ -24,7 +24,14 @@ from asgiscale.simulate.trace import TraceError, describe_shapes, load
 EXIT_BAD_INPUT = 2
 
 
-@click.command("simulate", context_settings={"max_content_width": 120})
+HELP = (
+    "Replay a traffic trace through the scaling policy: replicas, latency, shed requests and cost over time, "
+    "before the policy goes live.\n\n\b\nTrace shapes (NAME:key=value,…; times in s or with a unit: 90s, 5m, 2h, "
+    "1d):\n" + describe_shapes()
+)
+
+
+@click.command("simulate", help=HELP, context_settings={"max_content_width": 120})
 @click.option(
     "--trace",
     "trace_source",
@@ -72,12 +79,7 @@ def simulate_command(
     as_json: bool,
     **flags: Any,
 ) -> None:
-    """Replay a traffic trace through the scaling policy: replicas, latency, shed requests and cost
-    over time, before the policy goes live.
-
-    \b
-    Trace shapes (NAME:key=value,…; times in s or with a unit: 90s, 5m, 2h, 1d):
-    """
+    """`asgiscale simulate` (see HELP)."""
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     try:
         if policy_source and hpa_manifest:
@@ -124,9 +126,6 @@ def simulate_command(
     speed = trace.duration * len(runs) / max(elapsed, 1e-9)
     out_console.print(f"Simulated {trace.duration * len(runs):,.0f} s in {elapsed:.2f} s ({speed:,.0f}x real time).")
     out_console.print(f"Report: {paths[0]}")
-
-
-simulate_command.help = (simulate_command.help or "") + "\n\b\n" + describe_shapes()
 
 
 def platform_of(name: str, flags: dict[str, Any]) -> Platform:

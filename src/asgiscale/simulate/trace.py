@@ -29,7 +29,6 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 
 class TraceError(ValueError):
@@ -225,8 +224,7 @@ def _is_number(value: object) -> bool:
 
 # Shapes -------------------------------------------------------------------------------------------------------
 
-# name -> (the rate at time t from the parameters, the parameters with their defaults, what it is)
-Shape = Callable[[float, dict[str, float]], float]
+Shape = Callable[[float, dict[str, float]], float]  # the rate at time t, from the parameters
 
 
 def _step(t: float, p: dict[str, float]) -> float:
@@ -254,6 +252,7 @@ def _flash(t: float, p: dict[str, float]) -> float:
     return p["base"] + (p["peak"] - p["base"]) * math.exp(-(t - p["at"] - p["rise"]) / p["decay"])
 
 
+# name -> (the rate, the parameters with their defaults, what it is)
 SHAPES: dict[str, tuple[Shape, dict[str, float], str]] = {
     "constant": (lambda t, p: p["rps"], {"rps": 100, "duration": 600}, "rps for the whole duration"),
     "step": (_step, {"from": 100, "to": 400, "at": 60, "duration": 600}, "from, then to from time at on"),
@@ -326,7 +325,3 @@ def describe_shapes() -> str:
         keys = ",".join(f"{k}={v:g}" for k, v in defaults.items())
         lines.append(f"{name}:{keys}  ({what})")
     return "\n".join(lines)
-
-
-def as_dict(trace: Trace) -> dict[str, Any]:
-    return {"name": trace.name, "duration": trace.duration, "peak_rps": trace.peak}
