@@ -28,8 +28,8 @@ seconds.
     >>> run.decisions  # 10 in flight (200 req/s x 0.05 s) at 2 per pod, then 20
     [(75.0, 5, 8), (90.0, 8, 10)]
 
-The sync at 75 s reads metrics refreshed at 67 s over the 15 s before, half of it before the step: 3.07 in
-flight per pod, so ceil(5 x 3.07 / 2) = 8 pods; the next sync sees the whole step.
+The sync at 75 s reads metrics refreshed at 67 s over the 15 s before, 8 s of it before the step: 2.93 in
+flight per pod, so ceil(5 x 2.93 / 2) = 8 pods; the next sync sees the whole step.
 """
 
 from __future__ import annotations
@@ -90,10 +90,10 @@ class Platform:
     def with_(self, **changes: Any) -> Platform:
         changed = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
         for name in ("startup", "sync_period", "metrics_interval", "metrics_window"):
-            if getattr(changed, name) < 0 or (
-                name in ("sync_period", "metrics_interval") and not getattr(changed, name)
-            ):
-                raise PolicyError(f"--{name.replace('_', '-')} must be above 0 seconds")
+            positive = name in ("sync_period", "metrics_interval")
+            if getattr(changed, name) < 0 or (positive and not getattr(changed, name)):
+                bound = "above 0" if positive else "0 or more"
+                raise PolicyError(f"--{name.replace('_', '-')} must be {bound} seconds")
         return changed
 
 
@@ -272,18 +272,17 @@ class _Model:
         count = initial if initial is not None else policy.min_replicas
         if count < 0:
             raise PolicyError("the initial replica count must be 0 or more")
-        self.cohorts = [_Cohort(-math.inf, -math.inf if self._fits(0, count) else math.inf, count)] if count else []
+        placed = count if max_pods is None else min(count, max_pods)
+        self.cohorts = [_Cohort(-math.inf, -math.inf, placed), _Cohort(-math.inf, math.inf, count - placed)]
+        self.cohorts = [c for c in self.cohorts if c.count]
         # Per ready replica, integrated over time: in flight, completed requests and CPU seconds.
         self.integral: dict[str, list[float]] = {"concurrency": [0.0], "rps": [0.0], "cpu": [0.0]}
         self.decisions: list[tuple[float, int, int]] = []
         self.points = max(1, points)
 
-    def _fits(self, existing: int, more: int) -> bool:
-        return self.max_pods is None or existing + more <= self.max_pods
-
     def run(self) -> Run:
-        service, step = self.service, self.step
-        samples = list(self.trace.sample(step))
+        service = self.service
+        samples = list(self.trace.sample(self.step))
         per_point = max(1, math.ceil(len(samples) / self.points))
         times: list[float] = []
         series: dict[str, list[float | None]] = {
@@ -296,7 +295,8 @@ class _Model:
         replicas_max = 0
         backlog = 0.0
         for k, (rate, cost) in enumerate(samples):
-            now = k * step
+            now = k * self.step
+            step = min(self.step, self.trace.duration - now)  # the last step may end with the trace
             ready = sum(c.count for c in self.cohorts if c.ready_at <= now)
             running = sum(c.count for c in self.cohorts if c.ready_at != math.inf)
             arrived = rate * step
@@ -351,8 +351,9 @@ class _Model:
             ):
                 acc[key] += value
             if (k + 1) % per_point == 0 or k + 1 == len(samples):
-                span = ((k % per_point) + 1) * step
-                times.append(round((k + 1) * step - span, 6))
+                start = (k - k % per_point) * self.step
+                span = now + step - start
+                times.append(round(start, 6))
                 for key, value in acc.items():
                     series[key].append(round(value / span, 6))
                     acc[key] = 0.0
@@ -450,10 +451,10 @@ class _Model:
                         value = (integral[read] - integral[counted]) / ((read - start) * self.step)
                 else:
                     first = _index(cohort.ready_at, self.step)
-                    if first >= read:
-                        value = None  # no reading since the pod became ready
+                    start = max(read - window, first, 0)
+                    if read <= start:
+                        value = None  # no reading since the pod became ready (or since the start)
                     else:
-                        start = max(read - window, first, 0)
                         value = (integral[read] - integral[start]) / ((read - start) * self.step)
                 key = (None if value is None else round(value, 9), ready)
                 grouped[key] = grouped.get(key, 0) + cohort.count
@@ -483,7 +484,8 @@ class _Model:
 
     def _merge_settled(self, now: float) -> None:
         """Cohorts whose every reading is now the same as the oldest's become one (the model stays small)."""
-        settled_before = now - (self.window + 1) * self.step
+        # A sync reads metrics up to one refresh interval old, over one window.
+        settled_before = now - (self.window + self.refresh_every + 1) * self.step
         settled = [c for c in self.cohorts if c.ready_at < settled_before and c.created < settled_before]
         if len(settled) > 1:
             merged = _Cohort(-math.inf, -math.inf, sum(c.count for c in settled))

@@ -131,12 +131,16 @@ def parse_csv(text: str, name: str = "trace.csv") -> Trace:
     rates: list[float] = []
     costs: list[float] = []
     origin: datetime.datetime | None = None
+    stamped: bool | None = None  # the first row decides: timestamps in every row, or seconds in every row
     for number, row in rows[1:]:
         at = f"{name}:{number}"
         if len(row) != len(columns):
             raise TraceError(f"{at}: {len(row)} values for {len(columns)} columns ({', '.join(columns)})")
         raw_time = row[where["time"]].strip()
         time, origin = _time(raw_time, origin, at)
+        if stamped is not None and stamped != (origin is not None):
+            raise TraceError(f"{at}: time {raw_time!r}: use seconds in every row, or timestamps in every row")
+        stamped = origin is not None
         rate = _number(row[where["rps"]], "rps", at)
         cost = _number(row[where["cost"]], "cost", at) if "cost" in where else 1.0
         if rate < 0:
@@ -177,8 +181,8 @@ def _time(raw: str, origin: datetime.datetime | None, at: str) -> tuple[float, d
     except ValueError:
         pass
     else:
-        if origin is not None or not math.isfinite(seconds):
-            raise TraceError(f"{at}: time {raw!r}: use seconds in every row, or timestamps in every row")
+        if not math.isfinite(seconds):
+            raise TraceError(f"{at}: time {raw!r} is not a finite number of seconds")
         return seconds, None
     try:
         stamp = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -290,7 +294,9 @@ def parse_shape(spec: str, resolution: float = 1.0) -> Trace:
     for item in filter(None, (part.strip() for part in body.split(","))):
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if key not in defaults or not sep:
+        if key in defaults and not sep:
+            raise TraceError(f"trace shape {name}: {key!r} needs a value, like {key}={defaults[key]:g}")
+        if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"its keys are {', '.join(defaults)}"
             raise TraceError(f"trace shape {name}: {item!r} is not KEY=VALUE with a known key; {hint}")
