@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,22 @@ PLOTS = ("latency", "throughput", "cpu")
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """Write the report into directory `out` (created if needed); the paths written, page first."""
+    return write_files(report, out, _plots, render_html)
+
+
+def write_files(
+    report: dict[str, Any],
+    out: Path,
+    plots: Callable[[dict[str, Any], Path], list[Path]],
+    render: Callable[[dict[str, Any], dict[str, bytes]], str],
+) -> list[Path]:
+    """`report.json`, the PNGs `plots` draws into `out`, and the page `render` makes with them inlined."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "index.html", out / "report.json"]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    images = _plots(report, out)
+    images = plots(report, out)
     written += images
-    (out / "index.html").write_text(render_html(report, {p.stem: p.read_bytes() for p in images}))
+    (out / "index.html").write_text(render(report, {p.stem: p.read_bytes() for p in images}))
     return written
 
 

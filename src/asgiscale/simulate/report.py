@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asgiscale.bench.report import STYLE, html_table, save_png
+from asgiscale.bench.report import STYLE, html_table, save_png, write_files
 from asgiscale.simulate.model import Platform, Run, Service
 from asgiscale.simulate.trace import Trace
 
@@ -81,13 +80,7 @@ def _ms(seconds: float | None) -> str:
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """Write the report into directory `out` (created if needed); the paths written, page first."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "index.html", out / "report.json"]
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    images = _plots(report, out)
-    written += images
-    (out / "index.html").write_text(render_html(report, {p.stem: p.read_bytes() for p in images}))
-    return written
+    return write_files(report, out, _plots, render_html)
 
 
 def _plots(report: dict[str, Any], out: Path) -> list[Path]:
