@@ -23,7 +23,8 @@ from _report import fmt, publish, section, table
 from _servers import SERVERS
 
 from asgiscale.policy import PodSample, ScalingPolicy
-from asgiscale.simulate.model import PLATFORMS, WARM_UP, Service, SimPolicy, concurrency_metric, simulate
+from asgiscale.scaling import Target, metric_spec
+from asgiscale.simulate.model import PLATFORMS, WARM_UP, Service, SimPolicy, simulate
 from asgiscale.simulate.trace import parse_shape
 
 SERVICE = Service(capacity=100, service_time=0.05)  # 2 in flight per replica is 40 req/s at the target
@@ -49,7 +50,7 @@ class _OnePerPod:
 
 
 def policy(pods: int, expanded: bool) -> SimPolicy:
-    spec = {"minReplicas": 1, "maxReplicas": pods, "metrics": [concurrency_metric(2)]}
+    spec = {"minReplicas": 1, "maxReplicas": pods, "metrics": [metric_spec(Target("concurrency", 2))]}
     grouped = SimPolicy.of_hpa(spec)
     if not expanded:
         return grouped

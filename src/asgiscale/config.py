@@ -375,16 +375,16 @@ def field_type(field: dataclasses.Field[Any]) -> tuple[type, bool]:
 def read_config_file(cwd: Path, file: Path | None = None) -> tuple[dict[str, Any], str]:
     """The asgiscale table of `asgiscale.toml`, else of `[tool.asgiscale]` in `pyproject.toml`;
     or of `file` (a whole file of settings, or a pyproject.toml), which must exist."""
-    if file is not None and file.name != PYPROJECT:
+    if file is not None:
         if not file.is_file():
             raise ConfigError(f"{file}: no such config file")
-        return _read_toml(file), str(file)
-    dedicated = cwd / CONFIG_FILE
-    if file is None and dedicated.is_file():
-        return _read_toml(dedicated), CONFIG_FILE
-    pyproject = file or cwd / PYPROJECT
-    if file is not None and not pyproject.is_file():
-        raise ConfigError(f"{file}: no such config file")
+        if file.name != PYPROJECT:
+            return _read_toml(file), str(file)
+        pyproject = file
+    elif (cwd / CONFIG_FILE).is_file():
+        return _read_toml(cwd / CONFIG_FILE), CONFIG_FILE
+    else:
+        pyproject = cwd / PYPROJECT
     if pyproject.is_file():
         table = _read_toml(pyproject).get("tool", {}).get("asgiscale", {})
         if not isinstance(table, dict):

@@ -119,7 +119,7 @@ def hpa_spec(
     spec: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
-        "metrics": [_metric_spec(t) for t in targets],
+        "metrics": [metric_spec(t) for t in targets],
     }
     if table.get("behavior"):
         spec["behavior"] = dict(table["behavior"])
@@ -176,7 +176,8 @@ def quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def _metric_spec(target: Target) -> dict[str, Any]:
+def metric_spec(target: Target) -> dict[str, Any]:
+    """One item of an HPA's `spec.metrics` for `target` per pod."""
     name = METRICS[target.metric]
     if name is None:
         return {

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgiscale.policy import KnativePodAutoscaler, PodSample, PolicyError, ScalingPolicy
+from asgiscale.scaling import Target, metric_spec
 from asgiscale.simulate.model import (
     PLATFORMS,
     Service,
     SimPolicy,
-    concurrency_metric,
     erlang_c,
     metric_of,
     simulate,
@@ -36,7 +36,7 @@ HISTOGRAM = 1 / 128
 
 def hpa(target: float = 2, low: int = 1, high: int = 20, behavior: dict[str, Any] | None = None) -> SimPolicy:
     """The HPA `asgiscale deploy` writes for `concurrency=target`, with an optional `behavior`."""
-    spec = {"minReplicas": low, "maxReplicas": high, "metrics": [concurrency_metric(target)]}
+    spec = {"minReplicas": low, "maxReplicas": high, "metrics": [metric_spec(Target("concurrency", target))]}
     if behavior is not None:
         spec["behavior"] = behavior
     return SimPolicy.of_hpa(spec)

@@ -14,15 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from asgiscale import scaling
-from asgiscale.config import Config, ConfigError
+from asgiscale.config import EXIT_USAGE, Config, ConfigError
 from asgiscale.policy import PolicyError
 from asgiscale.simulate import policies
 from asgiscale.simulate.model import ARRIVALS, PLATFORMS, Platform, Service, SimPolicy, simulate
 from asgiscale.simulate.report import COLUMNS, build_report, summary_rows, write_report
 from asgiscale.simulate.trace import TraceError, describe_shapes, load
-
-EXIT_BAD_INPUT = 2
-
 
 HELP = (
     "Replay a traffic trace through the scaling policy: replicas, latency, shed requests and cost over time, "
@@ -179,4 +176,4 @@ def _check_metrics(chosen: list[SimPolicy], service: Service) -> None:
 
 def _fail(err: Console, message: str) -> NoReturn:
     err.print(f"error: {message}", markup=False)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(EXIT_USAGE)

@@ -22,7 +22,9 @@ seconds.
 
     >>> from asgiscale.simulate.trace import parse_shape
     >>> service = Service(capacity=100, service_time=0.05)
-    >>> policy = SimPolicy.of_hpa({"minReplicas": 1, "maxReplicas": 10, "metrics": [concurrency_metric(2)]})
+    >>> from asgiscale.scaling import Target, metric_spec
+    >>> spec = {"minReplicas": 1, "maxReplicas": 10, "metrics": [metric_spec(Target("concurrency", 2))]}
+    >>> policy = SimPolicy.of_hpa(spec)
     >>> trace = parse_shape("step:from=200,to=400,at=60,duration=600")
     >>> run = simulate(trace, policy, service, PLATFORMS["kubernetes"], arrivals="constant")
     >>> run.decisions  # 10 in flight (200 req/s x 0.05 s) at 2 per pod, then 20
@@ -150,17 +152,6 @@ class SimPolicy:
         )
 
 
-def concurrency_metric(per_pod: float) -> dict[str, Any]:
-    """The Pods metric spec `asgiscale deploy` writes for `concurrency=per_pod`."""
-    return {
-        "type": "Pods",
-        "pods": {
-            "metric": {"name": METRICS["concurrency"]},
-            "target": {"type": "AverageValue", "averageValue": f"{per_pod:g}"},
-        },
-    }
-
-
 def metric_of(source: str, name: str, target_type: str) -> str:
     """The simulated metric an HPA metric reads: the cpu resource, or the runtime's own metric names."""
     if source in ("Resource", "ContainerResource") and name == "cpu" and target_type == "Utilization":
@@ -246,7 +237,7 @@ class _Model:
         platform: Platform,
         step: float,
         arrivals: str,
-        initial: int | None,
+        initial: int,
         max_pods: int | None,
         points: int,
         sync_offset: float,
@@ -269,11 +260,10 @@ class _Model:
         self.sync_offset = round(sync_offset / step) % self.sync_every
         # Cluster metrics are read at a moment unrelated to the sync: half an interval old on average.
         self.refresh_phase = self.sync_offset if platform.local else self.refresh_every // 2
-        count = initial if initial is not None else policy.min_replicas
-        if count < 0:
+        if initial < 0:
             raise PolicyError("the initial replica count must be 0 or more")
-        placed = count if max_pods is None else min(count, max_pods)
-        self.cohorts = [_Cohort(-math.inf, -math.inf, placed), _Cohort(-math.inf, math.inf, count - placed)]
+        placed = initial if max_pods is None else min(initial, max_pods)
+        self.cohorts = [_Cohort(-math.inf, -math.inf, placed), _Cohort(-math.inf, math.inf, initial - placed)]
         self.cohorts = [c for c in self.cohorts if c.count]
         # Per ready replica, integrated over time: in flight, completed requests and CPU seconds.
         self.integral: dict[str, list[float]] = {"concurrency": [0.0], "rps": [0.0], "cpu": [0.0]}
