@@ -154,6 +154,11 @@ def test_a_status_history_is_a_trace(project: Path) -> None:
             "error: h.yaml: no HorizontalPodAutoscaler or Knative Service in it (found ConfigMap)",
         ),
         (["--trace", "step", "--step", "0.7"], {}, "error: the sync period (15 s) must be a whole number of steps"),
+        (
+            ["--trace", "step", "--min-replicas", "9", "--max-replicas", "3"],
+            {},
+            "error: --min-replicas 9 is above --max-replicas 3; lower one of them",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(project: Path, args: list[str], files: dict[str, str], message: str) -> None:

@@ -59,7 +59,10 @@ def _bounds(config: Config, flags: tuple[int | None, int | None]) -> tuple[int, 
     from asgiscale.deploy.options import DeployOptions
 
     low, high = flags
-    return replica_bounds(config, DeployOptions(app_name="simulate", min_replicas=low, max_replicas=high))
+    try:
+        return replica_bounds(config, DeployOptions(app_name="simulate", min_replicas=low, max_replicas=high))
+    except ValueError as exc:  # bounds the other way round: a user mistake, said in one line
+        raise ConfigError(str(exc)) from None
 
 
 def load(source: str | None, platform: Platform, bounds: tuple[int | None, int | None] = (None, None)) -> SimPolicy:
