@@ -12,3 +12,21 @@ def probe_dir(tmp_path: Path) -> Path:
     """A temporary directory holding a fresh copy of the probe app (tests/apps/probe.py)."""
     copy_probe(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(params=["compiled", "python"])
+def meter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test with the compiled request meter, then with the pure-Python one (True: compiled).
+
+    Workers started by the test (in this process or as `asgiscale run`) pick the meter from
+    ASGISCALE_NO_EXTENSIONS, which this sets or clears.
+    """
+    from asgiscale.config import NO_EXTENSIONS
+    from asgiscale.runtime.instrument import compiled_meter
+
+    monkeypatch.delenv(NO_EXTENSIONS, raising=False)
+    if request.param == "python":
+        monkeypatch.setenv(NO_EXTENSIONS, "1")
+    elif compiled_meter() is None:
+        pytest.skip("the compiled meter is not built: this install had no C compiler (see hatch_build.py)")
+    return bool(request.param == "compiled")

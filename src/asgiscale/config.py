@@ -33,6 +33,9 @@ else:  # pragma: no cover
 
 ENV_PREFIX = "ASGISCALE_"
 PLATFORM_PORT = "PORT"  # the port a hosting platform tells the app to serve on
+# Read by the runtime itself, not settings: set to any value, it runs the pure-Python request
+# meter instead of the compiled one (asgiscale.runtime.instrument).
+NO_EXTENSIONS = "ASGISCALE_NO_EXTENSIONS"
 CONFIG_FILE = "asgiscale.toml"
 PYPROJECT = "pyproject.toml"
 
@@ -315,7 +318,7 @@ class Config:
             # Cloud Run, Heroku, Render and others name the port to serve on in $PORT.
             values["port"] = _coerce(_BY_NAME["port"], env[PLATFORM_PORT], PLATFORM_PORT, from_text=True)
         for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX) or _is_service_link(key, raw):
+            if not key.startswith(ENV_PREFIX) or key == NO_EXTENSIONS or _is_service_link(key, raw):
                 continue
             name = key[len(ENV_PREFIX) :].lower()
             field = _lookup(name, f"unknown environment variable {key}", lambda n: ENV_PREFIX + n.upper())

@@ -9,9 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.runtime.test_admin import scrape
 from tests.utils import AsgiscaleProcess, wait_for
+
+pytestmark = pytest.mark.usefixtures("meter")  # admission lives in the meter's request hook: both meters
 
 
 async def burst(url: str, count: int) -> list[httpx.Response]:

@@ -27,6 +27,7 @@ from asgiscale.runtime.shm import Field, SlotTable, WorkerState
 from asgiscale.runtime.worker import WorkerServer, WorkerSettings
 from tests.utils import wait_for
 
+pytestmark = pytest.mark.usefixtures("meter")  # every test runs with each meter
 background_done = threading.Event()
 
 
@@ -130,11 +131,12 @@ def exchange(url: str) -> list[tuple[int, str]]:
     return [(r.status_code, r.text) for r in answers]
 
 
-def test_the_app_answers_the_same_with_and_without_instrumentation() -> None:
+def test_the_app_answers_the_same_with_and_without_instrumentation(meter: bool) -> None:
     with serving(metrics=False) as bare:
         expected = exchange(bare.url)
     with serving(metrics=True) as measured:
         assert exchange(measured.url) == expected
+        assert measured.server.metrics is not None and measured.server.metrics.compiled is meter
     assert expected[0][1] == "".join(f"chunk {i}\n" for i in range(5))
     assert expected[1][1] == '{"answer":42,"root_path":"/api","path":"/api/state"}'
     assert expected[3][0] == 500

@@ -35,19 +35,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from asgiscale.config import NO_EXTENSIONS
 from asgiscale.runtime.metrics import BOUNDS_NS, Recorder
 from asgiscale.runtime.shm import BUCKETS
 
-_now = time.perf_counter_ns
+if TYPE_CHECKING:
+    from asgiscale.runtime._meter import Meter
+
+_now = time.monotonic_ns  # CLOCK_MONOTONIC, as the compiled meter reads it
 STATUS_CLIENT_GONE = 499  # the client closed the connection before any response
 STATUS_SHED = 503
 _SHED_BODY = b"Service Unavailable: the server is at capacity, retry later.\n"
@@ -68,12 +73,109 @@ class Admission:
         return str(max(1, round(self.timeout))).encode()
 
 
-class Instrumentation:
-    """One worker's request accounting; `install` puts it into a loaded uvicorn config."""
+def _nothing() -> None:
+    pass
 
-    def __init__(self, recorder: Recorder, admission: Admission | None = None) -> None:
+
+class PythonMeter:
+    """The per-request step in plain Python, the same as the compiled `_meter.Meter` does it.
+
+    Used where the C extension was not built (no compiler at install time) or is turned off
+    with ASGISCALE_NO_EXTENSIONS=1; it costs about twice as much per request
+    (benchmarks/request_path.py). `run_asgi` and `send` are plain functions, so they bind as
+    the cycle's methods; everything they touch is a local of the closure.
+    """
+
+    def __init__(
+        self,
+        base_run: Any,
+        base_send: Any,
+        open_: dict[Any, int],
+        recorder: Recorder,
+        waiting: deque[asyncio.Future[bool]],
+        admit_next: Callable[[], None],
+    ) -> None:
+        self.open = open_
+        self.response_bytes = 0
+        busy = self._busy = [0, 0]  # time busy so far, start of the current busy stretch (ns)
+        series, counts_of = recorder.series, recorder.counts
+        bisect, bounds, total, now, meter = bisect_left, BOUNDS_NS, BUCKETS, _now, self
+
+        def count(method: str, status: int, duration: int) -> None:
+            try:
+                counts = series[method][status]
+            except KeyError:
+                counts = counts_of(method, status)
+            counts[bisect(bounds, duration)] += 1
+            counts[total] += duration
+
+        def finish(cycle: Any, status: int, started: int) -> None:
+            end = now()
+            if not open_:
+                busy[0] += end - busy[1]
+            count(cycle.scope["method"], status, end - started)
+            if waiting:
+                admit_next()
+
+        # Plain functions returning uvicorn's own coroutines: no frame added per call.
+        def run_asgi(cycle: Any, app: Any) -> Any:
+            started = now()
+            if not open_:
+                busy[1] = started
+            open_[cycle] = started
+            return base_run(cycle, app)
+
+        def send(cycle: Any, message: Any) -> Any:
+            kind = message["type"]
+            if kind == "http.response.body":
+                body = message.get("body")
+                if body:
+                    meter.response_bytes += len(body)
+                if not message.get("more_body"):
+                    started = open_.pop(cycle, None)
+                    if started is not None:
+                        finish(cycle, cycle.status, started)
+            elif kind == "http.response.start":
+                cycle.status = message["status"]
+            return base_send(cycle, message)
+
+        self.count, self.finish, self.run_asgi, self.send = count, finish, run_asgi, send
+
+    def begin(self, cycle: Any, started: int, since: int) -> None:
+        """Note `cycle` as open since `since` (ns); the worker is busy from `started`."""
+        if not self.open:
+            self._busy[1] = started
+        self.open[cycle] = since
+
+    def busy_ns(self) -> int:
+        busy, since = self._busy
+        return busy + _now() - since if self.open else busy
+
+
+def compiled_meter() -> type[Meter] | None:
+    """The compiled `Meter` class, or None where it was not built or ASGISCALE_NO_EXTENSIONS is set."""
+    if os.environ.get(NO_EXTENSIONS):
+        return None
+    try:
+        from asgiscale.runtime._meter import Meter
+    except ImportError:
+        return None
+    return Meter
+
+
+class Instrumentation:
+    """One worker's request accounting; `install` puts it into a loaded uvicorn config.
+
+    `compiled` picks the meter: the C one when it is built (the default), or `PythonMeter`.
+    """
+
+    def __init__(self, recorder: Recorder, admission: Admission | None = None, *, compiled: bool | None = None) -> None:
         self.recorder = recorder
         self.admission = admission
+        self.meter_class = compiled_meter() if compiled is not False else None
+        if compiled and self.meter_class is None:
+            raise RuntimeError("the compiled meter is not built (or ASGISCALE_NO_EXTENSIONS is set)")
+        self.meter: Meter | PythonMeter | None = None  # set by install
         self.waiting: deque[asyncio.Future[bool]] = deque()  # requests queued for admission
         self.queued = 0  # requests that waited in the queue and were admitted
         self.queue_wait_ns = 0  # their total wait
@@ -81,8 +183,10 @@ class Instrumentation:
         self.open: dict[Any, int] = {}  # cycles started and not yet recorded -> start (ns)
         self.websockets = 0
         self.websockets_total = 0
-        self._busy = [0, 0]  # time busy so far, start of the current busy stretch (ns)
-        self._finish: Callable[[Any, int, int], None] = lambda cycle, status, started: None  # set by install
+
+    @property
+    def compiled(self) -> bool:
+        return self.meter_class is not None
 
     @property
     def active(self) -> int:
@@ -91,8 +195,7 @@ class Instrumentation:
 
     def busy_ns(self) -> int:
         """Time spent with at least one HTTP response in progress, up to now."""
-        busy, since = self._busy
-        return busy + _now() - since if self.open else busy
+        return 0 if self.meter is None else int(self.meter.busy_ns())
 
     def install(self, config: uvicorn.Config) -> Callable[[], None]:
         """Measure every request `config`'s server runs; returns the function that undoes it."""
@@ -101,7 +204,7 @@ class Instrumentation:
         missing = [name for name in ("run_asgi", "send", "receive") if not hasattr(base, name)]
         if base is None or missing:
             raise RuntimeError(f"this uvicorn ({uvicorn.__version__}) has no request cycle to instrument")
-        module.RequestResponseCycle = self._cycle_class(base)  # type: ignore[attr-defined]
+        module.RequestResponseCycle = self.cycle_class(base)  # type: ignore[attr-defined]
         ws_class = config.ws_protocol_class
         if ws_class is not None:
             config.ws_protocol_class = self._websocket_class(ws_class)
@@ -115,61 +218,33 @@ class Instrumentation:
     def flush(self) -> None:
         """Record the requests whose connection was lost before their response completed, then
         copy the counts into the slot (the worker's tick calls this every 100 ms)."""
+        meter = self.meter
+        if meter is None:
+            return
         for cycle in [c for c in self.open if c.disconnected or c.transport.is_closing()]:
-            self._finish(cycle, 500 if cycle.response_started else STATUS_CLIENT_GONE, self.open.pop(cycle))
+            meter.finish(cycle, 500 if cycle.response_started else STATUS_CLIENT_GONE, self.open.pop(cycle))
+        self.recorder.response_bytes = meter.response_bytes
         self.recorder.flush()
 
-    def _cycle_class(self, base: Any) -> type:
-        # Everything the hot path touches is a local of this closure, and nothing is added to
-        # the cycle but its status: this is the whole per-request cost, so it is kept small.
+    def cycle_class(self, base: Any) -> type:
+        """The measured subclass of `base`, a request cycle class with uvicorn's `run_asgi(app)`,
+        `send(message)` and `receive()`; this instrumentation's meter is the one it feeds."""
         base_run, base_send, base_receive = base.run_asgi, base.send, base.receive
-        open_, busy, recorder, waiting = self.open, self._busy, self.recorder, self.waiting
-        series, counts_of = recorder.series, recorder.counts
-        bisect, bounds, total = bisect_left, BOUNDS_NS, BUCKETS
-        now = _now
-        admit_next: Callable[[], None] = lambda: None  # noqa: E731 - replaced under admission control
-
-        def finish(cycle: Any, status: int, started: int) -> None:
-            end = now()
-            duration = end - started
-            if not open_:
-                busy[0] += end - busy[1]
-            method = cycle.scope["method"]
-            try:
-                counts = series[method][status]
-            except KeyError:
-                counts = counts_of(method, status)
-            counts[bisect(bounds, duration)] += 1
-            counts[total] += duration
-            if waiting:
-                admit_next()
-
-        self._finish = finish
+        admit_next, run_admitted = self._admission(base_run) if self.admission else (_nothing, None)
+        recorder = self.recorder
+        meter: Meter | PythonMeter
+        if self.meter_class is not None:
+            meter = self.meter_class(
+                base_run, base_send, self.open, recorder.words, recorder.place, BOUNDS_NS, self.waiting, admit_next
+            )
+        else:
+            meter = PythonMeter(base_run, base_send, self.open, recorder, self.waiting, admit_next)
+        self.meter = meter
 
         class MeasuredCycle(base):  # type: ignore[misc]
             status = 500
-
-            # Plain functions returning uvicorn's own coroutines: no frame added per call.
-            def run_asgi(self, app: Any) -> Any:
-                started = now()
-                if not open_:
-                    busy[1] = started
-                open_[self] = started
-                return base_run(self, app)
-
-            def send(self, message: Any) -> Any:
-                kind = message["type"]
-                if kind == "http.response.body":
-                    body = message.get("body")
-                    if body:
-                        recorder.response_bytes += len(body)
-                    if not message.get("more_body"):
-                        started = open_.pop(self, None)
-                        if started is not None:
-                            finish(self, self.status, started)
-                elif kind == "http.response.start":
-                    self.status = message["status"]
-                return base_send(self, message)
+            run_asgi = meter.run_asgi
+            send = meter.send
 
             async def receive(self) -> Any:
                 message = await base_receive(self)
@@ -178,16 +253,20 @@ class Instrumentation:
                     recorder.request_bytes += len(body)
                 return message
 
-        if self.admission is None:
+        if run_admitted is None:
             return MeasuredCycle
-        admit_next, run_admitted = self._admission(base_run)
 
         class AdmittedCycle(MeasuredCycle):
-            run_asgi = run_admitted
+            run_asgi = run_admitted  # type: ignore[assignment]
 
         return AdmittedCycle
 
-    def _admission(self, base_run: Any) -> tuple[Any, Any]:
+    def _live_meter(self) -> Meter | PythonMeter:
+        if self.meter is None:
+            raise RuntimeError("the instrumentation is not installed")
+        return self.meter
+
+    def _admission(self, base_run: Any) -> tuple[Callable[[], None], Callable[[Any, Any], Any]]:
         """`admit_next` (called when a request finishes) and the `run_asgi` that admits, queues or sheds."""
         assert self.admission is not None
         limit, capacity, timeout = self.admission.limit, self.admission.queue, self.admission.timeout
@@ -196,7 +275,7 @@ class Instrumentation:
             (b"content-length", str(len(_SHED_BODY)).encode()),
             (b"retry-after", self.admission.retry_after),
         ]
-        open_, busy, waiting, now = self.open, self._busy, self.waiting, _now
+        open_, waiting, now = self.open, self.waiting, _now
         handed_over = [0]  # places given to queued requests that have not started yet
 
         def admit_next() -> None:
@@ -207,10 +286,8 @@ class Instrumentation:
                     future.set_result(True)
 
         def start(cycle: Any, arrived: int) -> None:
-            started = now()
-            if not open_:
-                busy[1] = started
-            open_[cycle] = arrived  # the recorded duration includes the wait, as the client saw it
+            # The recorded duration includes the wait, as the client saw it.
+            self._live_meter().begin(cycle, now(), arrived)
 
         def run_asgi(cycle: Any, app: Any) -> Any:
             # Decided here, when uvicorn has parsed the request, not when its task first runs:
@@ -260,7 +337,7 @@ class Instrumentation:
         async def shed(cycle: Any, arrived: int) -> None:
             self.shed += 1
             await base_run(cycle, refuse)  # uvicorn's own send writes the 503
-            self.recorder.record(cycle.scope["method"], STATUS_SHED, now() - arrived)
+            self._live_meter().count(cycle.scope["method"], STATUS_SHED, now() - arrived)
 
         return admit_next, run_asgi
 

@@ -56,9 +56,13 @@ def series_labels(key: int) -> tuple[str, int]:
 class Recorder:
     """The writing end of one worker's slot; only that worker may hold one.
 
-    Counts gather in plain lists in the worker (a request costs a few list operations) and
-    `flush` copies them into the slot: the worker does so on every 100 ms tick and when it
-    stops. Only a worker killed outright (SIGKILL) loses its last unflushed counts.
+    Each (method, status) pair the worker sees takes the next free series of the slot
+    (`place`); once they are all taken, further pairs share the last one (`_OTHER`). The
+    compiled meter (`asgiscale.runtime._meter`) adds to a series' words in place. The
+    pure-Python path gathers counts in plain lists instead (`counts`, a few list operations
+    per request) and `flush` copies them into the slot: the worker does so on every 100 ms
+    tick and when it stops, so only a worker killed outright (SIGKILL) loses its last
+    unflushed counts. A worker uses one path or the other, never both.
     """
 
     def __init__(self, slot: Slot) -> None:
@@ -67,7 +71,9 @@ class Recorder:
         self.request_bytes = 0
         self.response_bytes = 0
         self.series: dict[str, dict[int, list[int]]] = {}  # method -> status -> buckets + [sum]
-        self._positions: list[tuple[int, list[int]]] = []  # where each list is copied to
+        self._places: dict[int, int] = {}  # series key -> its word index
+        self._taken = 0  # the slot's own series given out so far
+        self._lists: dict[int, list[int]] = {}  # word index -> the counts copied there
 
     def record(self, method: str, status: int, duration_ns: int) -> None:
         """One finished HTTP request."""
@@ -75,40 +81,39 @@ class Recorder:
         counts[bisect.bisect_left(BOUNDS_NS, duration_ns)] += 1
         counts[BUCKETS] += duration_ns
 
+    def place(self, method: str, status: int) -> int:
+        """The word index of the series of (method, status) in the slot: its key, then one
+        count per duration bucket, then the sum of durations (ns)."""
+        key = series_key(method, status)
+        position = self._places.get(key)
+        if position is None:
+            if self._taken < self.slot.series - 1:
+                position = _series_position(self.slot, self._taken)
+                self._taken += 1
+            else:
+                key = OVERFLOW_KEY
+                position = _series_position(self.slot, self.slot.series - 1)
+            # The slot was reset at fork, so the counts are zero; the key makes the series visible.
+            self.words[position] = key
+            self._places[series_key(method, status)] = position
+        return position
+
     def counts(self, method: str, status: int) -> list[int]:
         """The counts of (method, status): one per duration bucket, then the sum of durations (ns)."""
         try:
             return self.series[method][status]
         except KeyError:
-            return self._allocate(method, status)
+            position = self.place(method, status)
+            counts = self._lists.setdefault(position, [0] * (BUCKETS + 1))
+            self.series.setdefault(method, {})[status] = counts
+            return counts
 
     def flush(self) -> None:
         words, base = self.words, self.slot.base
         words[base + Field.REQUEST_BYTES] = self.request_bytes
         words[base + Field.RESPONSE_BYTES] = self.response_bytes
-        for position, counts in self._positions:
+        for position, counts in self._lists.items():
             words[position + 1 : position + 1 + BUCKETS + 1] = array.array("q", counts)
-
-    def _allocate(self, method: str, status: int) -> list[int]:
-        key = series_key(method, status)
-        index = len(self._positions)
-        if index < self.slot.series - 1:
-            counts = [0] * (BUCKETS + 1)
-            position = _series_position(self.slot, index)
-            self._positions.append((position, counts))
-        else:
-            key = OVERFLOW_KEY
-            overflow = _series_position(self.slot, self.slot.series - 1)
-            found = [counts for position, counts in self._positions if position == overflow]
-            counts = found[0] if found else [0] * (BUCKETS + 1)
-            if not found:
-                self._positions.append((overflow, counts))
-            position = overflow
-        # The slot was reset at fork, so its counts are zero until the first flush; the key
-        # makes the series visible.
-        self.words[position] = key
-        self.series.setdefault(method, {})[status] = counts
-        return counts
 
 
 def fold(table: SlotTable, slot: Slot) -> None:
