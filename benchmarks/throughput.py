@@ -49,8 +49,10 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), int(count.group(1)), _ms(latency["50"]), _ms(latency["99"]), errors)
 
 
-def wrk(port: int, duration: float, connections: int, threads: int) -> WrkResult:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s", "--latency",
+def wrk(port: int, duration: float, connections: int, threads: int, cpus: str | None = None) -> WrkResult:
+    """wrk's figures against 127.0.0.1:`port`; `cpus` pins it (taskset's list, e.g. "1")."""
+    pin = ["taskset", "-c", cpus] if cpus else []
+    argv = [*pin, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s", "--latency",
             f"http://127.0.0.1:{port}/"]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True)
     return parse_wrk(out.stdout)
@@ -125,6 +127,7 @@ def run(
     connections: int = 64,
     threads: int = 2,
     warmup: float = 2.0,
+    wrk_cpus: str | None = None,
 ) -> ThroughputResult:
     app = get_app(app_name)
     result = ThroughputResult(app.name, workers, connections, duration, rounds)
@@ -139,14 +142,14 @@ def run(
                 srv.stop()
                 del running[name]
                 continue
-            wrk(srv.port, warmup, connections, threads)
+            wrk(srv.port, warmup, connections, threads, wrk_cpus)
         active = [s for s in servers if s.name in running]
         for r in range(rounds):
             for server in rotated(active, r):
                 others = [srv.pid for name, srv in running.items() if name != server.name]
                 cpu_before = sum(tree_cpu_seconds(pid) for pid in others)
                 own_before = tree_cpu_seconds(running[server.name].pid)
-                sample = wrk(running[server.name].port, duration, connections, threads)
+                sample = wrk(running[server.name].port, duration, connections, threads, wrk_cpus)
                 own_used = tree_cpu_seconds(running[server.name].pid) - own_before
                 cpu_used = sum(tree_cpu_seconds(pid) for pid in others) - cpu_before
                 result.server_cpu.setdefault(server.name, []).append(own_used)

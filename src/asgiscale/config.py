@@ -522,6 +522,9 @@ def settings_markdown() -> str:
         "variable that Cloud Run, Heroku and other platforms set counts as a port given between the file and",
         "`ASGISCALE_PORT`.",
         "",
+        f"`{NO_EXTENSIONS}` is not a setting: set to any value, it makes the workers count requests with the",
+        "pure-Python meter instead of the compiled one, and `pip install` skip compiling it (docs/metrics.md).",
+        "",
         "| key | flag | environment | type | default | meaning |",
         "|---|---|---|---|---|---|",
     ]

@@ -203,6 +203,20 @@ open_request(Meter *m, PyObject *cycle, long long started, long long since)
     return result;
 }
 
+/* The start message: the cycle keeps its status until the last body message. */
+static int
+start_sent(PyObject *cycle, PyObject *message)
+{
+    PyObject *status = lookup(message, s_status);
+    if (status == NULL) {
+        PyErr_Clear(); /* a missing status is for uvicorn's send to refuse */
+        return 0;
+    }
+    int result = PyObject_SetAttr(cycle, s_status, status);
+    Py_DECREF(status);
+    return result;
+}
+
 /* A body message: count its bytes, and record the request if it is the last one. */
 static int
 body_sent(Meter *m, PyObject *cycle, PyObject *message)
@@ -271,22 +285,15 @@ hook_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
         return NULL;
     }
     /* Anything unexpected is left to uvicorn's send, which raises the error the app expects. */
-    if (is_string(kind, s_body_type) && body_sent(m, cycle, message) < 0) {
-        Py_DECREF(kind);
-        return NULL;
+    int failed = 0;
+    if (is_string(kind, s_body_type)) {
+        failed = body_sent(m, cycle, message) < 0;
     }
     else if (is_string(kind, s_start)) {
-        PyObject *status = lookup(message, s_status);
-        int failed = status != NULL && PyObject_SetAttr(cycle, s_status, status) < 0;
-        Py_XDECREF(status);
-        if (failed) {
-            Py_DECREF(kind);
-            return NULL;
-        }
-        PyErr_Clear(); /* a missing status is for uvicorn's send to refuse */
+        failed = start_sent(cycle, message) < 0;
     }
     Py_XDECREF(kind);
-    return PyObject_Vectorcall(m->base_send, args, 2, NULL);
+    return failed ? NULL : PyObject_Vectorcall(m->base_send, args, 2, NULL);
 }
 
 /* Hook: a callable that binds like a function, so it can stand as a method of a class. */
@@ -294,9 +301,8 @@ hook_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 static PyObject *
 hook_get(PyObject *self, PyObject *obj, PyObject *type)
 {
-    if (obj == NULL || obj == Py_None) {
-        Py_INCREF(self);
-        return self;
+    if (obj == NULL) { /* looked up on the class */
+        return Py_NewRef(self);
     }
     return PyMethod_New(self, obj);
 }
