@@ -11,6 +11,11 @@ every request pays for an extra call of the app, two wrapped `send` calls and th
   the app hands over the last body message; it too returns uvicorn's own awaitable;
 * `receive` (called only when the app reads the body) counts the request body.
 
+`run_asgi` and `send` come from a meter: the compiled `_meter.Meter` (C, built at install)
+or its pure-Python twin `PythonMeter`, which does the same at about twice the cost per
+request (docs/metrics.md has the figures). The compiled one is used whenever it was built,
+unless ASGISCALE_NO_EXTENSIONS is set.
+
 The app sees uvicorn's `send` and `receive` methods and nothing else: exceptions, lifespan
 state, `root_path`, streaming and background tasks are untouched. A request whose
 response never completes is found on the worker's next tick (100 ms): if its connection is

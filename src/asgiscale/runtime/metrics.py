@@ -84,18 +84,17 @@ class Recorder:
     def place(self, method: str, status: int) -> int:
         """The word index of the series of (method, status) in the slot: its key, then one
         count per duration bucket, then the sum of durations (ns)."""
-        key = series_key(method, status)
-        position = self._places.get(key)
+        pair = series_key(method, status)
+        position = self._places.get(pair)
         if position is None:
             if self._taken < self.slot.series - 1:
-                position = _series_position(self.slot, self._taken)
+                key, position = pair, _series_position(self.slot, self._taken)
                 self._taken += 1
             else:
-                key = OVERFLOW_KEY
-                position = _series_position(self.slot, self.slot.series - 1)
+                key, position = OVERFLOW_KEY, _series_position(self.slot, self.slot.series - 1)
             # The slot was reset at fork, so the counts are zero; the key makes the series visible.
             self.words[position] = key
-            self._places[series_key(method, status)] = position
+            self._places[pair] = position
         return position
 
     def counts(self, method: str, status: int) -> list[int]:
