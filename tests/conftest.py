@@ -14,6 +14,14 @@ def probe_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def require_compiled_meter() -> None:
+    """Skip the test where the compiled request meter is not built (no C compiler at install)."""
+    from asgiscale.runtime.instrument import compiled_meter
+
+    if compiled_meter() is None:
+        pytest.skip("the compiled meter is not built: this install had no C compiler (see hatch_build.py)")
+
+
 @pytest.fixture(params=["compiled", "python"])
 def meter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run the test with the compiled request meter, then with the pure-Python one (True: compiled).
@@ -22,11 +30,10 @@ def meter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bo
     ASGISCALE_NO_EXTENSIONS, which this sets or clears.
     """
     from asgiscale.config import NO_EXTENSIONS
-    from asgiscale.runtime.instrument import compiled_meter
 
     monkeypatch.delenv(NO_EXTENSIONS, raising=False)
     if request.param == "python":
         monkeypatch.setenv(NO_EXTENSIONS, "1")
-    elif compiled_meter() is None:
-        pytest.skip("the compiled meter is not built: this install had no C compiler (see hatch_build.py)")
+    else:
+        require_compiled_meter()
     return bool(request.param == "compiled")

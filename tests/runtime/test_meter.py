@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from asgiscale.runtime.instrument import Instrumentation, compiled_meter
+from asgiscale.runtime.instrument import Instrumentation
 from asgiscale.runtime.metrics import BOUNDS_NS, Recorder, Totals, series_labels
 from asgiscale.runtime.shm import Field, SlotTable
+from tests.conftest import require_compiled_meter
 
 App = Callable[[Any, Any, Any], Any]
 
@@ -63,8 +64,7 @@ def words(table: SlotTable) -> list[int]:
 @pytest.fixture
 def both() -> None:
     """Tests comparing the two meters need the compiled one built."""
-    if compiled_meter() is None:
-        pytest.skip("the compiled meter is not built: this install had no C compiler (see hatch_build.py)")
+    require_compiled_meter()
 
 
 @pytest.mark.usefixtures("both")
