@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.utils import copy_probe
+
+# Property tests draw the same examples on every run, so that a run's verdict depends on the code alone.
+# HYPOTHESIS_PROFILE=explore draws new ones each run: a search for new faults, not a gate.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture

@@ -20,9 +20,14 @@ from asgiscale.bench.generator import StepResult
 
 _OBJECTIVE = re.compile(r"p(\d{1,2}(?:\.\d+)?)\s*(?:=|<=|<)\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s)", re.IGNORECASE)
 _UNITS = {"us": 1, "µs": 1, "ms": 1000, "s": 1_000_000}
-# The generator is behind its schedule when its p99 send lag passes both of these.
+# The generator is behind its schedule when its median send lag passes GENERATOR_LAG_US and a
+# fifth of the tightest objective (it cannot keep up: a backlog moves the median), or when its p99
+# passes GENERATOR_LAG_US and half the objective (its jitter alone could decide the verdict). A
+# shorter tail of lateness, such as a busy machine's scheduling delays, stays in the latencies
+# measured from the schedule, where it belongs.
 GENERATOR_LAG_US = 5_000
-GENERATOR_LAG_SHARE = 0.2  # of the tightest objective
+GENERATOR_LAG_SHARE = 0.2  # of the tightest objective, for the median
+GENERATOR_JITTER_SHARE = 0.5  # of the tightest objective, for the p99
 
 
 class ObjectiveError(ValueError):
@@ -98,11 +103,13 @@ def judge(result: StepResult, objectives: Iterable[Objective], max_errors: float
     error_share = result.failed / result.sent if result.sent else 0.0
     if error_share > max_errors:
         reasons.append(f"{error_share:.1%} failed > {max_errors:.1%}")
-    lag = result.send_lag.value_at(99) or 0
+    median, tail = result.send_lag.value_at(50) or 0, result.send_lag.value_at(99) or 0
     tightest = min(o.limit_us for o in objectives)
-    behind = lag > GENERATOR_LAG_US and lag > GENERATOR_LAG_SHARE * tightest
+    behind = median > max(GENERATOR_LAG_US, GENERATOR_LAG_SHARE * tightest) or tail > max(
+        GENERATOR_LAG_US, GENERATOR_JITTER_SHARE * tightest
+    )
     if behind:
-        reasons.append(f"the generator fell behind (p99 send lag {format_us(lag)})")
+        reasons.append(f"the generator fell behind (send lag p50 {format_us(median)}, p99 {format_us(tail)})")
     return Verdict(not reasons and result.sent > 0, tuple(reasons), percentiles, error_share, behind)
 
 

@@ -166,6 +166,7 @@ def mount(path: str, url_prefix: str, base_path: str) -> tuple[str, str]:
     """(root_path, target) for `path` as delivered: `url_prefix` is what the platform took off
     before delivering it (the API stage); `base_path` the prefix the app is served under."""
     route = escape_path(path) or "/"
+    url_prefix = escape_path(url_prefix)  # a stage name outside [A-Za-z0-9_-] is the event's, escaped like its path
     if base_path and (route == base_path or route.startswith(base_path + "/")):
         route = route[len(base_path) :]
     root = url_prefix + base_path
