@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import pty
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -198,16 +197,37 @@ def test_unreachable_admin_is_a_one_line_error() -> None:
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
 
-def read_until(fd: int, pattern: bytes, seen: bytearray, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while pattern not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out waiting for {pattern!r} in {bytes(seen[-2000:])!r}"
-        if select.select([fd], [], [], left)[0]:
+class Terminal:
+    """The primary side of a pty, drained by a thread: top never blocks on a full terminal while the test waits."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.seen = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
             try:
-                seen += os.read(fd, 65536)
+                chunk = os.read(self.fd, 65536)
             except OSError:  # the child closed the terminal
-                break
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self.seen += chunk
+
+    def wait_for(self, pattern: bytes, timeout: float) -> None:
+        def found() -> bool:
+            with self._lock:
+                return pattern in self.seen
+
+        wait_for(found, timeout, f"{pattern!r} on the terminal, after {bytes(self.seen[-2000:])!r}")
+
+    def close(self) -> None:
+        self._thread.join(5)  # the read ends once no process holds the other side
+        os.close(self.fd)
 
 
 def test_live_view_redraws_reports_a_lost_admin_and_ends_quietly_on_ctrl_c(probe_dir: Path) -> None:
@@ -224,15 +244,15 @@ def test_live_view_redraws_reports_a_lost_admin_and_ends_quietly_on_ctrl_c(probe
             env=env,
         )
         os.close(secondary)
-        seen = bytearray()
+        terminal = Terminal(primary)
         try:
-            read_until(primary, b"\x1b[?1049h", seen, 30)  # the alternate screen: Live has started
-            read_until(primary, str(worker).encode(), seen, 10)
+            terminal.wait_for(b"\x1b[?1049h", 30)  # the alternate screen: Live has started
+            terminal.wait_for(str(worker).encode(), 10)
             assert server.stop() == 0
-            read_until(primary, b"cannot reach the admin server", seen, 10)
+            terminal.wait_for(b"cannot reach the admin server", 10)
             top.send_signal(signal.SIGINT)
             assert top.wait(10) == 0
-            read_until(primary, b"\x1b[?1049l", seen, 5)  # and the screen restored
+            terminal.wait_for(b"\x1b[?1049l", 5)  # and the screen restored
             assert top.stderr is not None and top.stderr.read() == b""
         finally:
             if top.poll() is None:
@@ -240,4 +260,4 @@ def test_live_view_redraws_reports_a_lost_admin_and_ends_quietly_on_ctrl_c(probe
                 top.wait(10)
             if top.stderr is not None:
                 top.stderr.close()
-            os.close(primary)
+            terminal.close()

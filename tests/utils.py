@@ -13,11 +13,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
 APPS = Path(__file__).parent / "apps"
+ADMIN_LINE = r"Admin server \[(\d+)\] on (http://\S+)"
 REPO = Path(__file__).parent.parent
 
 
@@ -96,13 +98,28 @@ class AsgiscaleProcess:
         return self.log_path.read_text(errors="replace")
 
     def ready_workers(self) -> set[int]:
-        """Workers the supervisor reported ready and that are still alive."""
-        log = self.log()
-        ready = {int(p) for p in re.findall(r"Worker \[(\d+)\] ready", log)}
-        gone = {int(p) for p in re.findall(r"Worker \[(\d+)\] (?:stopped|died)", log)}
-        alive = {pid for pid in ready - gone if is_alive(pid)}
+        """Workers the admin server's /status shows ready and that are still alive (from the log with --no-admin)."""
+        if "--no-admin" in self.args:
+            log = self.log()
+            ready = {int(p) for p in re.findall(r"Worker \[(\d+)\] ready", log)}
+            ready -= {int(p) for p in re.findall(r"Worker \[(\d+)\] (?:stopped|died)", log)}
+        else:
+            status = self.status()
+            ready = {w["pid"] for w in status["workers"] if w["state"] == "ready"} if status else set()
+        alive = {pid for pid in ready if is_alive(pid)}
         self._seen |= alive
         return alive
+
+    def status(self) -> dict[str, Any] | None:
+        """The admin server's /status document, or None while the admin server does not answer yet."""
+        found = re.search(ADMIN_LINE, self.log())
+        if found is None:
+            return None
+        try:
+            response = httpx.get(found[2] + "/status", timeout=5)
+        except httpx.TransportError:
+            return None
+        return response.json() if response.status_code == 200 else None
 
     def wait_workers(self, count: int, timeout: float = 20, excluding: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """Wait until exactly `count` workers are ready, none of them in `excluding`."""
@@ -119,7 +136,7 @@ class AsgiscaleProcess:
 
     def admin(self, timeout: float = 20) -> tuple[int, str]:
         """(pid, base URL) of the admin server, from the log."""
-        found = self.wait_log(r"Admin server \[(\d+)\] on (http://\S+)", timeout)
+        found = self.wait_log(ADMIN_LINE, timeout)
         return int(found[1]), found[2]
 
     @property

@@ -1,6 +1,6 @@
 """A bare ASGI app with known service times, for the `asgiscale bench` tests.
 
-GET /sleep      answers after an async sleep of 20 ms (no CPU: capacity comes from --max-concurrency)
+GET /sleep      answers after an async sleep of 20 ms, or ?ms=N (no CPU: capacity comes from --max-concurrency)
 GET /busy       answers after a busy loop of 5 ms (one core: one worker carries at most 200 req/s)
 GET /stall      answers at once, except that the first request 1 s after the worker's first one
                 blocks the whole worker for 1 s (a stop-the-world pause)
@@ -24,7 +24,8 @@ async def app(scope, receive, send):
     path = scope["path"]
     status = 200
     if path == "/sleep":
-        await asyncio.sleep(SLEEP)
+        query = scope["query_string"].decode()
+        await asyncio.sleep(int(query[3:]) / 1000 if query.startswith("ms=") else SLEEP)
     elif path == "/busy":
         end = time.perf_counter() + BUSY
         while time.perf_counter() < end:

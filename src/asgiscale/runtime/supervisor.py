@@ -218,6 +218,8 @@ class Supervisor:
         lowest, limit = (self.config.min_workers or 1), self.config.max_workers or (self.capacity - 8) // 4
         if target > limit:
             logger.warning("Workers: staying at %d, the most allowed (--max-workers, or what fits).", limit)
+        elif target < lowest:
+            logger.warning("Workers: staying at %d, the fewest allowed (--min-workers, or 1).", lowest)
         target = max(lowest, min(target, limit))
         if target != self.fleet.target:
             scale_logger.info("Workers: %d -> %d (%s).", self.fleet.target, target, why, extra={"event": "scale"})
