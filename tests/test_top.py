@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from asgiscale.top import AdminUnreachable, admin_url, render, render_unreachable
-from tests.utils import AsgiscaleProcess, free_port, wait_for
+from tests.utils import AsgiscaleProcess, free_port, get, wait_for
 
 STATUS: dict[str, Any] = {
     "version": "0.1.0",
@@ -164,7 +164,7 @@ def test_once_prints_the_workers_and_totals_of_a_real_run(probe_dir: Path) -> No
             assert [client.get("/env").status_code for _ in range(3)] == [500] * 3  # no ?name=: the app raises
 
         # Workers publish their counts on their 100 ms tick.
-        wait_for(lambda: httpx.get(admin + "/status").json()["totals"]["requests"] == 10, 5, "the counts")
+        wait_for(lambda: get(admin + "/status").json()["totals"]["requests"] == 10, 5, "the counts")
         result = run_top("--admin", admin, "--once")
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""

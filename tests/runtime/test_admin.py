@@ -14,12 +14,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.utils import AsgiscaleProcess, is_alive, wait_for
+from tests.utils import TLS, AsgiscaleProcess, get, is_alive, wait_for
 
 
 def scrape(admin: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """name -> {sorted labels -> value} of every sample, parsed by prometheus_client's own parser."""
-    response = httpx.get(admin + "/metrics", timeout=10)
+    response = get(admin + "/metrics", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -47,7 +47,7 @@ def test_scraped_counters_sum_exactly_over_workers_and_never_go_back_when_one_is
         sent = 0
         for method, path, status in itertools.islice(itertools.cycle(MIX), 200):
             # A new connection each time, so that every worker takes a share.
-            response = httpx.request(method, server.url + path, headers={"connection": "close"}, timeout=10)
+            response = httpx.request(method, server.url + path, headers={"connection": "close"}, timeout=10, verify=TLS)
             assert response.status_code == status
             sent += 1
         expected = {(method, str(status)): sent / len(MIX) for method, _, status in MIX}
@@ -71,7 +71,7 @@ def test_scraped_counters_sum_exactly_over_workers_and_never_go_back_when_one_is
         assert by_status(after) == expected
         assert str(victim) not in {dict(labels)["pid"] for labels in after["asgiscale_worker_http_requests_total"]}
         assert after["asgiscale_worker_restarts_total"][(("reason", "crash"),)] == 1
-        status = httpx.get(admin + "/status", timeout=10).json()
+        status = get(admin + "/status", timeout=10).json()
         assert status["totals"]["requests"] == sent
         assert status["totals"]["by_status"] == {"200": 50, "201": 50, "404": 50, "503": 50}
         assert {w["pid"] for w in status["workers"]} == server.ready_workers()
@@ -85,15 +85,15 @@ def test_readyz_turns_503_at_sigterm_while_requests_are_still_served(probe_dir: 
     with AsgiscaleProcess(args, probe_dir) as server:
         server.wait_workers(2)
         admin = server.admin_url
-        assert httpx.get(admin + "/readyz").status_code == 200
-        assert httpx.get(admin + "/healthz").status_code == 200
+        assert get(admin + "/readyz").status_code == 200
+        assert get(admin + "/healthz").status_code == 200
         server.send(signal.SIGTERM)
-        unready = wait_for(lambda: (r := httpx.get(admin + "/readyz")).status_code == 503 and r, 2, "/readyz 503")
+        unready = wait_for(lambda: (r := get(admin + "/readyz")).status_code == 503 and r, 2, "/readyz 503")
         assert "stopping" in unready.text
         # Load balancers see the service unready, and it still answers them meanwhile.
         assert server.get().status_code == 200
-        assert httpx.get(admin + "/healthz").status_code == 200
-        status = httpx.get(admin + "/status").json()
+        assert get(admin + "/healthz").status_code == 200
+        status = get(admin + "/status").json()
         assert status["supervisor"]["stage"] == "stopping" and status["supervisor"]["ready"] is False
         assert server.wait_exit(30) == 0
 
@@ -103,15 +103,15 @@ def test_the_apps_readiness_check_is_consulted(probe_dir: Path, check: str) -> N
     with AsgiscaleProcess(["probe:app", "--workers", "2", "--readiness", check], probe_dir) as server:
         server.wait_workers(2)
         admin = server.admin_url
-        response = httpx.get(admin + "/readyz")
+        response = get(admin + "/readyz")
         assert response.status_code == 503 and "--readiness check fails" in response.text
-        assert httpx.get(admin + "/healthz").status_code == 200  # unready is not dead: nothing restarts
+        assert get(admin + "/healthz").status_code == 200  # unready is not dead: nothing restarts
         server.wait_log(r"is not ready: the --readiness check failed \(it returned False\)")
         (probe_dir / "ready.flag").touch()
-        wait_for(lambda: httpx.get(admin + "/readyz").status_code == 200, 10, "/readyz 200 once the check passes")
+        wait_for(lambda: get(admin + "/readyz").status_code == 200, 10, "/readyz 200 once the check passes")
         # Ready as soon as one worker passes; each worker runs the check on its own tick.
         wait_for(
-            lambda: [w["app_ready"] for w in httpx.get(admin + "/status").json()["workers"]] == [True, True],
+            lambda: [w["app_ready"] for w in get(admin + "/status").json()["workers"]] == [True, True],
             10,
             "the check to pass on both workers",
         )
@@ -127,10 +127,10 @@ def test_admin_answers_only_its_own_paths(probe_dir: Path) -> None:
     with AsgiscaleProcess(["probe:app"], probe_dir) as server:
         server.wait_workers(1)
         admin = server.admin_url
-        assert httpx.get(admin + "/nope").status_code == 404
+        assert get(admin + "/nope").status_code == 404
         assert httpx.post(admin + "/metrics").status_code == 405
-        assert httpx.get(admin + "/status?history=x").status_code == 400
-        assert httpx.get(admin + "/", timeout=10).headers["content-type"].startswith("text/html")
+        assert get(admin + "/status?history=x").status_code == 400
+        assert get(admin + "/", timeout=10).headers["content-type"].startswith("text/html")
 
 
 def test_a_killed_admin_server_comes_back_on_the_same_address(probe_dir: Path) -> None:
@@ -147,7 +147,7 @@ def test_a_killed_admin_server_comes_back_on_the_same_address(probe_dir: Path) -
 
 def _get(url: str) -> httpx.Response | None:
     try:
-        return httpx.get(url, timeout=2)
+        return get(url, timeout=2)
     except httpx.TransportError:
         return None
 

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.utils import AsgiscaleProcess, Load, is_alive, set_probe_version, wait_for
+from tests.utils import AsgiscaleProcess, Load, get, is_alive, set_probe_version, wait_for
 
 
 def test_serves_on_forked_workers_of_one_preloaded_process(probe_dir: Path) -> None:
@@ -61,6 +61,29 @@ def test_dead_worker_is_replaced(probe_dir: Path, how: str) -> None:
         assert len(after - before) == 1
         assert "died while ready" in server.log()
         assert server.stop() == 0
+
+
+def test_a_worker_that_dies_on_its_first_request_is_healed_not_taken_for_a_failed_start(probe_dir: Path) -> None:
+    # The request waits in the listener's backlog (bound before any worker), so the first worker to start takes it
+    # at once and dies within a millisecond of writing READY: before the supervisor's next 100 ms look at its slot.
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            wait_for(lambda: _connected(server.url), 20, "the listener")
+            get(server.url + "/exit?code=7", headers={"connection": "close"}, timeout=20)
+        server.wait_workers(2)
+        assert "died while ready (exit code 7)" in server.log()
+        assert "failed to start" not in server.log()
+        assert server.get().status_code == 200
+        assert server.stop() == 0
+
+
+def _connected(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def test_blocked_event_loop_is_killed_and_replaced(probe_dir: Path) -> None:
@@ -283,10 +306,14 @@ def wait_in_flight(server: AsgiscaleProcess, count: int) -> None:
 
 
 def _refused(url: str) -> bool:
+    """True once a connection is refused; False while one is still served, or reset in the listener's backlog as it
+    closes; a connection left hanging raises ReadTimeout."""
     try:
-        httpx.get(url, timeout=2)
+        get(url, timeout=2)
     except httpx.ConnectError:
         return True
+    except httpx.RemoteProtocolError:
+        return False
     return False
 
 

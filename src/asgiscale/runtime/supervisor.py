@@ -28,7 +28,7 @@ from asgiscale.runtime._process import SUPERVISOR_SIGNALS
 from asgiscale.runtime.admin import AdminProcess
 from asgiscale.runtime.autoscale import Autoscaler, Reading
 from asgiscale.runtime.events import EventForwarder
-from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Phase, Spawn
+from asgiscale.runtime.fleet import AbandonGeneration, Action, Drain, Exit, Fatal, Fleet, Kill, Phase, Spawn, Worker
 from asgiscale.runtime.preload import Preloader
 from asgiscale.runtime.shm import RESTART_REASONS, Block, SlotTable, WorkerState
 
@@ -306,6 +306,11 @@ class Supervisor:
                 return
             exit_ = _decode(status)
             self._pending_kills.pop(pid, None)
+            alive = self.fleet.workers.get(pid)
+            if alive is not None:
+                # Its slot as it left it: a worker that became ready since the last tick, then died, was
+                # serving, and its death is a crash to heal, not a failed start.
+                self._observe_worker(alive, now)
             worker = self.fleet.exited(pid, exit_, now)
             preloader = next((p for p in self.preloaders.values() if p.pid == pid), None)
             if worker is not None:
@@ -345,17 +350,16 @@ class Supervisor:
 
     def _observe(self, now: float) -> None:
         for worker in self.fleet.workers.values():
-            slot = self.table.slot(worker.slot)
-            if slot.pid != worker.pid:
-                continue  # not written yet
-            ready = slot.state in (WorkerState.READY, WorkerState.DRAINING)
-            if ready and worker.ready_at is None:
-                logger.info(
-                    "Worker [%d] ready (generation %d).", worker.pid, worker.generation, extra={"event": "ready"}
-                )
-            self.fleet.observe(
-                worker.pid, ready=ready, heartbeat=slot.heartbeat_ns / 1e9, requests=slot.requests, now=now
-            )
+            self._observe_worker(worker, now)
+
+    def _observe_worker(self, worker: Worker, now: float) -> None:
+        slot = self.table.slot(worker.slot)
+        if slot.pid != worker.pid:
+            return  # not written yet
+        ready = slot.state in (WorkerState.READY, WorkerState.DRAINING)
+        if ready and worker.ready_at is None:
+            logger.info("Worker [%d] ready (generation %d).", worker.pid, worker.generation, extra={"event": "ready"})
+        self.fleet.observe(worker.pid, ready=ready, heartbeat=slot.heartbeat_ns / 1e9, requests=slot.requests, now=now)
 
     # --- actions ---------------------------------------------------------------------
 
