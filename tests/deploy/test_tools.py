@@ -132,6 +132,7 @@ KNATIVE_SERVICE = {
 
 
 def write(path: Path, *objects: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return path
 
@@ -229,18 +230,15 @@ def test_validate_crd_object_refuses_an_unknown_kind() -> None:
 # -- checkov -------------------------------------------------------------------------------------------------------
 
 
-def test_checkov_passes_a_hardened_deployment(tmp_path: Path) -> None:
-    write(tmp_path / "app.yaml", deployment(), NETWORK_POLICY)
-    assert tools.checkov(tmp_path, "kubernetes") == []
-
-
-def test_checkov_fails_a_root_container(tmp_path: Path) -> None:
+def test_checkov_passes_a_hardened_deployment_and_fails_a_root_container(tmp_path: Path) -> None:
+    write(tmp_path / "hardened" / "app.yaml", deployment(), NETWORK_POLICY)
     root = deployment()
     root["spec"]["template"]["spec"]["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     container = root["spec"]["template"]["spec"]["containers"][0]
     container["securityContext"].update(runAsNonRoot=False, runAsUser=0)
-    write(tmp_path / "app.yaml", root, NETWORK_POLICY)
-    assert tools.checkov(tmp_path, "kubernetes") == ["CKV_K8S_23", "CKV_K8S_40"]
+    write(tmp_path / "root" / "app.yaml", root, NETWORK_POLICY)
+    # Both in one checkov run: each directory's findings are its own.
+    assert tools.checkov_each(tmp_path, "kubernetes") == {"hardened": [], "root": ["CKV_K8S_23", "CKV_K8S_40"]}
 
 
 def test_checkov_checks_a_dockerfile(tmp_path: Path) -> None:

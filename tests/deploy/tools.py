@@ -169,6 +169,27 @@ def checkov(directory: str | Path, framework: str) -> list[str]:
     framework is "kubernetes" or "dockerfile". It raises if checkov fails to run, cannot parse a file, or finds
     nothing to check: zero failures on zero resources proves nothing.
     """
+    return sorted(c["check_id"] for r in _checkov_reports(directory, framework) for c in r["results"]["failed_checks"])
+
+
+def checkov_each(root: Path, framework: str) -> dict[str, list[str]]:
+    """checkov run once over the subdirectories of `root` (one checkov start instead of one each): {subdirectory:
+    the ids of its failed checks, sorted}. It raises, as `checkov` does, and also if a subdirectory had no check."""
+    failed: dict[str, list[str]] = {d.name: [] for d in root.iterdir() if d.is_dir()}
+    checked: set[str] = set()
+    for report in _checkov_reports(root, framework, passed=True):
+        for outcome in ("passed_checks", "failed_checks"):
+            for check in report["results"][outcome]:
+                name = Path(check["file_path"]).parts[1]  # "/<subdirectory>/…"
+                checked.add(name)
+                if outcome == "failed_checks":
+                    failed[name].append(check["check_id"])
+    if checked != set(failed):
+        raise ValidatorError(f"checkov checked nothing in {sorted(set(failed) - checked)} under {root}")
+    return {name: sorted(ids) for name, ids in failed.items()}
+
+
+def _checkov_reports(directory: str | Path, framework: str, *, passed: bool = False) -> list[dict[str, Any]]:
     if not CHECKOV.exists():
         raise FileNotFoundError(f"{CHECKOV} is missing: {INSTALL}")
     # --skip-download: no call to the vendor's API for guidelines; checkov then runs fully offline.
@@ -179,7 +200,7 @@ def checkov(directory: str | Path, framework: str) -> list[str]:
         "--framework",
         framework,
         "--skip-download",
-        "--quiet",
+        *([] if passed else ["--quiet"]),  # quiet: failed checks only
         "--compact",
         "-o",
         "json",
@@ -192,12 +213,10 @@ def checkov(directory: str | Path, framework: str) -> list[str]:
     reports = report if isinstance(report, list) else [report]
     if proc.returncode not in (0, 1) or not all("results" in r for r in reports):
         raise ValidatorError(f"checkov found nothing to check or failed:\n{_output(proc)}")
-    failed = []
     for r in reports:
         if r["summary"]["parsing_errors"] or r["summary"]["resource_count"] == 0:
             raise ValidatorError(f"checkov could not parse or found no resources:\n{_output(proc)}")
-        failed += [c["check_id"] for c in r["results"]["failed_checks"]]
-    return sorted(failed)
+    return reports
 
 
 # -- hadolint ------------------------------------------------------------------------------------------------------
