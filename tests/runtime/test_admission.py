@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.runtime.test_admin import scrape
@@ -76,12 +77,20 @@ def test_without_a_limit_a_burst_is_served_in_full(probe_dir: Path) -> None:
         assert Counter(r.status_code for r in responses) == {200: 30}
 
 
-def requests_at_once(port: int, path: str, count: int) -> list[int]:
+def requests_at_once(server: AsgiscaleProcess, path: str, count: int) -> list[int]:
     """`count` requests on connections opened (and accepted) beforehand, sent back to back, so
     the worker reads and parses them together before any of their tasks runs; their statuses."""
-    sockets = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    (worker,) = server.ready_workers()
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(count)]
     try:
-        time.sleep(0.3)  # an idle worker accepts them all
+
+        def accepted() -> bool:
+            connections = psutil.Process(worker).net_connections(kind="tcp")
+            return (
+                sum(c.laddr.port == server.port and c.status == psutil.CONN_ESTABLISHED for c in connections) == count
+            )
+
+        wait_for(accepted, 10, f"the worker to accept {count} connections")
         request = f"GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n".encode()
         for sock in sockets:
             sock.sendall(request)
@@ -104,7 +113,7 @@ def test_a_worker_that_never_yields_still_admits_its_queue_and_recovers(probe_di
     with AsgiscaleProcess(args, probe_dir) as server:
         server.wait_workers(1)
         started = time.monotonic()
-        statuses = Counter(requests_at_once(server.port, "/cpu?ms=50", 12))
+        statuses = Counter(requests_at_once(server, "/cpu?ms=50", 12))
         # The kernel may hand the worker the requests in more than one read, so the split varies
         # (usually 2 served and 10 refused), but some request always waits in the queue.
         assert statuses[200] >= 2 and statuses[200] + statuses[503] == 12, statuses

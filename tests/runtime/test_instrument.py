@@ -11,7 +11,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -79,9 +78,13 @@ async def broken() -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+SLOW_ANSWERED = threading.Event()
+
+
 @api.get("/slow")
 async def slow() -> dict[str, str]:
     await asyncio.sleep(1)
+    SLOW_ANSWERED.set()
     return {"status": "late"}
 
 
@@ -171,6 +174,7 @@ def test_websockets_are_counted_as_such_not_as_requests_in_flight() -> None:
 
 
 def test_broken_and_abandoned_responses_are_counted_once_their_connection_is_gone() -> None:
+    SLOW_ANSWERED.clear()
     with serving(metrics=True) as served:
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.get(served.url + "/broken", timeout=10).read()
@@ -183,5 +187,9 @@ def test_broken_and_abandoned_responses_are_counted_once_their_connection_is_gon
 
         wait_for(lambda: counts() == {("GET", 500): 1, ("GET", 499): 1}, 5, "both requests counted")
         wait_for(lambda: served.slot.get(Field.IN_FLIGHT) == 0, 5, "nothing left in flight")
-        time.sleep(1.2)  # the slow handler finishes and answers into the closed connection
-        assert counts() == {("GET", 500): 1, ("GET", 499): 1}
+        # The slow handler answers into the closed connection; once a request sent after that is counted, so
+        # would the late answer have been.
+        assert SLOW_ANSWERED.wait(10)
+        assert httpx.post(served.url + "/echo", content=b"", timeout=10).status_code == 200
+        wait_for(lambda: counts().get(("POST", 200)) == 1, 5, "the request after the late answer")
+        assert counts() == {("GET", 500): 1, ("GET", 499): 1, ("POST", 200): 1}
