@@ -71,7 +71,6 @@ def both() -> None:
 def test_both_meters_count_the_same_requests_the_same_way() -> None:
     requests = [("GET", answer(200, b"hello")), ("POST", answer(201, b"a", b"bc", b"")), ("GET", answer(404, b""))]
     requests += [("DELETE", answer(204)), ("GET", answer(200, b"x" * 1000)), ("BREW", answer(418, b"tea"))]
-    slots = []
     for compiled in (True, False):
         instrumentation, cycle_class, table = measured(compiled)
         for method, app in requests:
@@ -84,8 +83,8 @@ def test_both_meters_count_the_same_requests_the_same_way() -> None:
         assert counts == {("GET", 200): 2, ("POST", 201): 1, ("GET", 404): 1, ("DELETE", 204): 1, ("_OTHER", 418): 1}
         assert totals.counters[Field.RESPONSE_BYTES] == 5 + 3 + 1000 + 3
         assert totals.counters[Field.REQUEST_BYTES] == 3 * len(requests)
-        slots.append({key: buckets for key, (buckets, _) in totals.series.items()})
-    assert slots[0] == slots[1]  # the durations all fall in the first bucket either way
+    # Not the buckets: a request here takes microseconds, or milliseconds on a busy machine. The next test gives both
+    # meters the same durations and compares where they fall.
 
 
 @pytest.mark.usefixtures("both")

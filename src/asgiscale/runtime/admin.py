@@ -59,7 +59,7 @@ class AdminProcess:
         read_end, write_end = os.pipe()
         supervisor_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
+        if pid == 0:
             run_forked(
                 [*close_fds, write_end], lambda: _serve(config, table, sock, read_end, log_config, supervisor_pid)
             )
@@ -275,7 +275,7 @@ def _serve(
     events_fd: int,
     log_config: dict[str, Any],
     supervisor_pid: int,
-) -> None:  # pragma: no cover - runs in the child, measured through the process tests
+) -> None:
     observer = Observer(config, table)
     uv_config = uvicorn.Config(
         AdminApp(observer),

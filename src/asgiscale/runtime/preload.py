@@ -62,7 +62,7 @@ class Preloader:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, measured through the process tests
+        if pid == 0:
             ours.close()
             run_forked(
                 close_fds, lambda: _main(config, generation, theirs, listeners, table, log_config, supervisor_pid)
@@ -147,7 +147,7 @@ def _main(
     table: SlotTable,
     log_config: dict[str, Any],
     supervisor_pid: int,
-) -> int | None:  # pragma: no cover - runs in the child, measured through the process tests
+) -> int | None:
     """The pre-loaded process: load the app, then fork a worker whenever the supervisor asks;
     returns the exit code (none once the supervisor hangs up)."""
     os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
@@ -214,7 +214,7 @@ def _fork_worker(
     supervisor_pid: int,
     settings: worker.WorkerSettings,
     control: socket.socket,
-) -> int:  # pragma: no cover - runs in the child, measured through the process tests
+) -> int:
     read_end, write_end = os.pipe()
     gc.freeze()
     intermediate = os.fork()

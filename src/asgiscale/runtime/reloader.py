@@ -25,10 +25,10 @@ def start(dirs: list[str], close_fds: list[int]) -> int:
     pid = os.fork()
     if pid:
         return pid
-    run_forked(close_fds, lambda: _watch(dirs, supervisor))  # pragma: no cover - runs in the child
+    run_forked(close_fds, lambda: _watch(dirs, supervisor))
 
 
-def _watch(dirs: list[str], supervisor: int) -> None:  # pragma: no cover - child process
+def _watch(dirs: list[str], supervisor: int) -> None:
     import watchfiles
 
     def relevant(change: watchfiles.Change, path: str) -> bool:
