@@ -78,6 +78,7 @@ class AsgiscaleProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._seen: set[int] = set()
+        self._admin_url: str | None = None
 
     def __enter__(self) -> AsgiscaleProcess:
         if self.proc is None:
@@ -121,14 +122,20 @@ class AsgiscaleProcess:
 
     def status(self) -> dict[str, Any] | None:
         """The admin server's /status document, or None while the admin server does not answer yet."""
-        found = re.search(ADMIN_LINE, self.log())
-        if found is None:
-            return None
+        if self._admin_url is None:  # a restarted admin server comes back on the same address
+            found = re.search(ADMIN_LINE, self.log())
+            if found is None:
+                return None
+            self._admin_url = found[2]
         try:
-            response = get(found[2] + "/status", timeout=5)
+            response = get(self._admin_url + "/status", timeout=5)
         except httpx.TransportError:
             return None
         return response.json() if response.status_code == 200 else None
+
+    def wait_in_flight(self, count: int) -> None:
+        """Until /status counts `count` requests in flight (workers publish it on their 100 ms tick)."""
+        wait_for(lambda: (self.status() or {}).get("totals", {}).get("in_flight") == count, 10, f"{count} in flight")
 
     def wait_workers(self, count: int, timeout: float = 20, excluding: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """Wait until exactly `count` workers are ready, none of them in `excluding`."""

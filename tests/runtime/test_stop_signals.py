@@ -8,14 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.utils import AsgiscaleProcess, wait_for
+from tests.utils import AsgiscaleProcess
 
 # Long enough that only the signals under test can end the stop within the test's timeouts.
 LONG = ["--shutdown-delay", "120", "--graceful-timeout", "120"]
-
-
-def _in_flight(server: AsgiscaleProcess, count: int) -> None:
-    wait_for(lambda: (server.status() or {}).get("totals", {}).get("in_flight") == count, 10, f"{count} in flight")
 
 
 def test_a_second_sigterm_closes_the_listener_at_once_and_a_third_kills_what_still_drains(probe_dir: Path) -> None:
@@ -31,7 +27,7 @@ def test_a_second_sigterm_closes_the_listener_at_once_and_a_third_kills_what_sti
 
         client = threading.Thread(target=slow)
         client.start()
-        _in_flight(server, 1)
+        server.wait_in_flight(1)
         server.send(signal.SIGTERM)
         server.wait_log(r"Stopping: serving 120s more")
         server.send(signal.SIGTERM)

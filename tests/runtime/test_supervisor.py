@@ -134,7 +134,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(probe_dir: Path) -> None:
         threads = [threading.Thread(target=slow) for _ in range(6)]
         for thread in threads:
             thread.start()
-        wait_in_flight(server, 6)
+        server.wait_in_flight(6)
         started = time.monotonic()
         code = server.stop(30)
         for thread in threads:
@@ -168,7 +168,7 @@ def test_graceful_timeout_kills_stragglers(probe_dir: Path) -> None:
         outcome: list[object] = []
         thread = threading.Thread(target=lambda: outcome.append(_swallow(lambda: server.get("/slow?ms=20000"))))
         thread.start()
-        wait_in_flight(server, 1)
+        server.wait_in_flight(1)
         started = time.monotonic()
         assert server.stop(30) == 0
         assert time.monotonic() - started < 10
@@ -300,11 +300,6 @@ def test_python_api_runs_the_same_supervisor(probe_dir: Path) -> None:
         assert server.stop() == 0
 
 
-def wait_in_flight(server: AsgiscaleProcess, count: int) -> None:
-    """Until /status counts `count` requests in flight (workers publish it on their 100 ms tick)."""
-    wait_for(lambda: (server.status() or {}).get("totals", {}).get("in_flight") == count, 10, f"{count} in flight")
-
-
 def _refused(url: str) -> bool:
     """True once a connection is refused; False while one is still served, or reset in the listener's backlog as it
     closes; a connection left hanging raises ReadTimeout."""
@@ -369,7 +364,7 @@ def test_listener_refuses_connections_once_closed_even_with_reload(probe_dir: Pa
         server.wait_log("Watching")
         holder = threading.Thread(target=lambda: _swallow(lambda: server.get("/slow?ms=3000")))
         holder.start()
-        wait_in_flight(server, 1)
+        server.wait_in_flight(1)
         server.send(signal.SIGTERM)
         server.wait_log("Closing the listener")
         # Still draining the slow request, yet new connections are refused, not left hanging.
