@@ -85,30 +85,69 @@ def test_a_higher_target_spawns_scale_ups_and_a_crash_at_the_same_time_one_repla
     assert h.step() == [Spawn(1, "replace"), Spawn(1, "scale-up"), Spawn(1, "scale-up")]
 
 
-def test_repeated_crashes_back_off_exponentially() -> None:
+def test_workers_that_were_serving_are_replaced_at_once_however_often_they_die() -> None:
     h = started(1)
+    for _ in range(10):
+        h.fleet.exited(next(iter(h.fleet.workers)), CRASH, h.now)
+        assert h.step(0.01) == [Spawn(1, "replace")]
+        h.ready_all()
+    assert h.fleet.restarts["crash"] == 10
+
+
+def die_while_booting(h: Harness, times: int) -> list[float]:
+    """Let the booting worker die `times` times; the delay before each replacement."""
     delays = []
-    for _ in range(6):
-        pid = next(iter(h.fleet.workers))
-        h.fleet.exited(pid, CRASH, h.now)
-        crashed_at = h.now
+    for _ in range(times):
+        booting = next(w for w in h.fleet.workers.values() if w.phase is Phase.BOOTING)
+        h.fleet.exited(booting.pid, CRASH, h.now)
+        died_at = h.now
         while not any(isinstance(a, Spawn) for a in h.step(0.01)):
             pass
-        delays.append(round(h.now - crashed_at, 2))
-        h.ready_all()
-    assert delays == pytest.approx([0.01, 0.1, 0.2, 0.4, 0.8, 1.6], abs=0.011)
+        delays.append(round(h.now - died_at, 2))
+    return delays
 
 
-def test_a_long_healthy_run_resets_the_back_off() -> None:
-    h = started(1)
-    for _ in range(4):
-        h.fleet.exited(next(iter(h.fleet.workers)), CRASH, h.now)
-        while not h.step(0.01):
-            pass
-        h.ready_all()
-    h.now += 60  # healthy for a minute
-    h.fleet.exited(next(iter(h.fleet.workers)), CRASH, h.now)
+def test_workers_of_proven_code_that_die_before_they_are_ready_back_off_exponentially() -> None:
+    h = started(2)
+    h.fleet.target = 3
+    h.step()
+    assert die_while_booting(h, 6) == pytest.approx([0.01, 0.1, 0.2, 0.4, 0.8, 1.6], abs=0.011)
+
+
+def test_while_booting_workers_back_off_a_serving_worker_that_dies_is_still_replaced_first() -> None:
+    h = started(2)
+    h.fleet.target = 3
+    h.step()
+    die_while_booting(h, 4)
+    booting = next(w for w in h.fleet.workers.values() if w.phase is Phase.BOOTING)
+    h.fleet.exited(booting.pid, CRASH, h.now)  # the fifth in a row: its replacement waits 0.8 s
+    serving = next(w for w in h.fleet.workers.values() if w.phase is Phase.READY)
+    h.fleet.exited(serving.pid, CRASH, h.now)
+    assert h.step(0.01) == [Spawn(1, "replace")]  # the serving worker's replacement, at once
+    assert h.step(0.01) == []
+    h.now += 0.8
     assert h.step(0.01) == [Spawn(1, "replace")]
+
+
+def test_thirty_seconds_without_a_failed_boot_resets_the_back_off() -> None:
+    h = started(2)
+    h.fleet.target = 3
+    h.step()
+    die_while_booting(h, 5)
+    h.now += 30
+    assert die_while_booting(h, 2) == pytest.approx([0.01, 0.1], abs=0.011)
+
+
+def test_a_worker_that_served_a_request_was_ready_however_soon_it_died() -> None:
+    fleet = Fleet(target=2, graceful_timeout=30, worker_timeout=5)
+    fleet.start_generation(1)
+    h = Harness(fleet)
+    h.step()
+    first = next(iter(fleet.workers))
+    # Its slot says BOOTING (READY not observed yet), but it answered a request: the code starts.
+    fleet.observe(first, ready=False, heartbeat=h.now, requests=1, now=h.now)
+    fleet.exited(first, Exit(signal=9), h.now)
+    assert h.step() == [Spawn(1, "replace")]
 
 
 def test_first_generation_failing_to_start_is_fatal_not_a_loop() -> None:

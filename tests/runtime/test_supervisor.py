@@ -77,6 +77,19 @@ def test_a_worker_that_dies_on_its_first_request_is_healed_not_taken_for_a_faile
         assert server.stop() == 0
 
 
+def test_a_worker_killed_again_and_again_is_replaced_at_once_every_time(probe_dir: Path) -> None:
+    # Ten kills in a row of workers that were serving: each comes back at once; the boot back-off (0.1 … 10 s)
+    # is for code that cannot start, and must never leave the service short of serving workers.
+    with AsgiscaleProcess(["probe:app", "--workers", "2"], probe_dir) as server:
+        workers = server.wait_workers(2)
+        for _ in range(10):
+            victim = min(workers)
+            psutil.Process(victim).kill()
+            workers = server.wait_workers(2, timeout=5, excluding={victim})
+        assert server.log().count("died while ready") == 10
+        assert server.stop() == 0
+
+
 def _connected(url: str) -> bool:
     host, port = url.removeprefix("http://").split(":")
     try:

@@ -11,8 +11,9 @@ Rules, in the order `plan` applies them:
   is a worker still not ready `startup_timeout` after it was forked;
 * a draining worker still alive `graceful_timeout` (+ a margin) after it was asked to
   stop is killed;
-* a worker that dies unexpectedly is replaced; consecutive early deaths back off
-  exponentially (0, 0.1, 0.2, 0.4 … 10 s);
+* a worker that dies unexpectedly is replaced at once; only workers that die before they
+  were ready back off (0, 0.1, 0.2, 0.4 … 10 s), and 30 s without such a death resets it.
+  A worker that wrote READY or served a request was ready, however soon it died;
 * the first generation dying before any worker was ready is fatal (no crash loop); a
   reload generation dying that way is abandoned and the previous code keeps serving;
 * workers of an older generation, or past their request limit, are replaced one at a
@@ -32,8 +33,8 @@ import enum
 import random
 from collections import Counter
 
-# A worker that lived at least this long before dying resets the crash back-off.
-HEALTHY_RUN = 30.0
+from asgiscale.runtime.backoff import Backoff
+
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 # Extra time a draining worker gets beyond graceful_timeout for its lifespan shutdown.
@@ -134,9 +135,9 @@ class Fleet:
         self.stopping = False
         self.restarts: Counter[str] = Counter()
         self._proven: set[int] = set()  # generations that have had a ready worker
-        self._crash_streak = 0
-        self._lost = 0  # workers that died unexpectedly and are not replaced yet
-        self._next_spawn_at = 0.0
+        self._boot_failures = Backoff(first=BACKOFF_FIRST, maximum=BACKOFF_MAX, free=1)
+        self._lost = 0  # serving workers that died and are not replaced yet: replaced at once
+        self._unbooted = 0  # workers of proven code that died booting: replaced after the back-off
         self._pending: list[Action] = []
 
     # --- what happened -------------------------------------------------------------
@@ -160,7 +161,7 @@ class Fleet:
         if worker is None:
             return
         worker.requests = requests
-        if ready and worker.phase is Phase.BOOTING:
+        if (ready or requests) and worker.phase is Phase.BOOTING:
             worker.phase = Phase.READY
             worker.ready_at = now
             self._proven.add(worker.generation)
@@ -176,12 +177,11 @@ class Fleet:
             self._failed_to_start(worker, status)
             return worker
         self.restarts[worker.killed or "crash"] += 1
-        if not (worker.killed and worker.phase is Phase.READY):
-            self._lost += 1  # (a hung ready worker was counted when it was killed: it is replaced at once)
-        lived = now - (worker.ready_at if worker.ready_at is not None else worker.started_at)
-        self._crash_streak = 1 if lived >= HEALTHY_RUN else self._crash_streak + 1
-        delay = 0.0 if self._crash_streak <= 1 else min(BACKOFF_FIRST * 2 ** (self._crash_streak - 2), BACKOFF_MAX)
-        self._next_spawn_at = max(self._next_spawn_at, now + delay)
+        if worker.phase is Phase.BOOTING:
+            self._unbooted += 1
+            self._boot_failures.failed(now)  # the code may not start at all: do not fork in a tight loop
+        elif not worker.killed:
+            self._lost += 1  # (a hung ready worker was counted when it was killed)
         return worker
 
     def stop(self) -> None:
@@ -223,18 +223,22 @@ class Fleet:
         outdated = [w for w in self._active() if self._outdated(w)]
         booting = [w for w in healthy if w.phase is Phase.BOOTING]
         missing = self.target - len(healthy)
-        if missing > 0 and now >= self._next_spawn_at:
-            if outdated:
-                # Replace outdated workers one at a time, each replacement ready first.
-                if not booting:
-                    actions.append(Spawn(self.generation, self._replace_reason(outdated[0])))
-            elif not self._proven:
-                actions += [Spawn(self.generation, "start")] * missing
-            else:
-                replacing = min(missing, self._lost)
-                self._lost -= replacing
-                actions += [Spawn(self.generation, "replace")] * replacing
-                actions += [Spawn(self.generation, "scale-up")] * (missing - replacing)
+        due = self._boot_failures.due(now)
+        if missing > 0 and outdated:
+            # Replace outdated workers one at a time, each replacement ready first.
+            if not booting and due:
+                actions.append(Spawn(self.generation, self._replace_reason(outdated[0])))
+        elif missing > 0 and not self._proven:
+            actions += [Spawn(self.generation, "start")] * missing if due else []
+        elif missing > 0:
+            # Serving capacity that died comes back at once; what may not boot waits for the back-off.
+            at_once = min(missing, self._lost)
+            later = min(missing - at_once, self._unbooted) if due else 0
+            grown = missing - at_once - later if due else 0
+            self._lost -= at_once
+            self._unbooted -= later
+            actions += [Spawn(self.generation, "replace")] * (at_once + later)
+            actions += [Spawn(self.generation, "scale-up")] * grown
         surplus = len(healthy) + len(outdated) - self.target
         if surplus > 0 and not booting:
             newest_first = sorted(healthy, key=lambda w: (w.started_at, w.pid), reverse=True)
