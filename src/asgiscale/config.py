@@ -174,7 +174,10 @@ class Config:
         30, "Replace a worker whose event loop has not run for this many seconds (0 disables).", minimum=0
     )
     startup_timeout: float = _field(
-        120, "Kill a worker not ready this many seconds after it was forked (0 disables).", minimum=0
+        120,
+        "Kill a worker not ready, or a process still loading the code, this many seconds after it started "
+        "(0 disables).",
+        minimum=0,
     )
     admin: str = _field(
         DEFAULT_ADMIN,

@@ -72,15 +72,17 @@ def test_no_answer_is_a_timeout_and_the_socket_blocks_again(
     assert handle.control.gettimeout() is None  # the supervisor's loop waits on it with select
 
 
-@pytest.mark.parametrize(("message", "loaded"), [(b"loaded", True), (b"failed", False), (None, False)])
-def test_load_status(pair: tuple[Preloader, socket.socket], message: bytes | None, loaded: bool) -> None:
+@pytest.mark.parametrize(
+    ("message", "status"), [(b"loaded", "loaded"), (b"failed", "failed"), (b"exit 4", 4), (b"exit 0", 0), (None, None)]
+)
+def test_load_status(pair: tuple[Preloader, socket.socket], message: bytes | None, status: str | int | None) -> None:
     handle, theirs = pair
     if message is None:
-        theirs.close()  # died while loading
+        theirs.close()  # died while loading: its exit status tells why
     else:
         theirs.send(message)
-    assert handle.read_status() is loaded
-    assert handle.loaded is loaded
+    assert handle.read_status() == status
+    assert handle.loaded is (status == "loaded")
 
 
 def test_stop_signals_a_live_process_but_not_a_reaped_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -212,7 +212,7 @@ def test_reload_with_broken_code_keeps_the_old_code_serving(probe_dir: Path) -> 
         old = server.wait_workers(2)
         (probe_dir / "probe.py").write_text("raise RuntimeError('half-written file')\n")
         server.send(signal.SIGHUP)
-        server.wait_log("Reload failed: the new code did not load")
+        server.wait_log("Reload failed: the code did not load")
         assert "RuntimeError: half-written file" in server.log()
         assert server.ready_workers() == old
         assert server.get().status_code == 200

@@ -33,6 +33,7 @@ import enum
 import random
 from collections import Counter
 
+from asgiscale.config import EXIT_STARTUP_FAILURE
 from asgiscale.runtime.backoff import Backoff
 
 BACKOFF_FIRST = 0.1
@@ -76,6 +77,7 @@ class AbandonGeneration:
 @dataclasses.dataclass(frozen=True)
 class Fatal:
     message: str
+    code: int = EXIT_STARTUP_FAILURE
 
 
 Action = Spawn | Drain | Kill | AbandonGeneration | Fatal

@@ -8,12 +8,14 @@ so the worker is re-parented to the supervisor (a child subreaper) and the super
 waits on it like on its own child, exit status included.
 
 Protocol on the control socket (one datagram per message):
-  preloader -> supervisor: b"loaded" | b"failed" | b"spawned <slot> <pid>"
+  preloader -> supervisor: b"loaded" | b"failed" | b"exit <code>" | b"spawned <slot> <pid>"
   supervisor -> preloader: b"spawn <slot>"
+("exit <code>": the app called sys.exit(code) while it was imported.)
 """
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import importlib
 import logging
@@ -36,6 +38,10 @@ from asgiscale.runtime.shm import SlotTable
 logger = logging.getLogger("asgiscale.error")
 
 SPAWN_TIMEOUT = 10.0
+
+
+class _Refused(Exception):
+    """The settings cannot be served (the error is logged already)."""
 
 
 class Preloader:
@@ -70,14 +76,17 @@ class Preloader:
         theirs.close()
         return cls(generation, pid, ours)
 
-    def read_status(self) -> bool | None:
-        """After the control socket became readable while loading: True loaded, False failed."""
+    def read_status(self) -> str | int | None:
+        """After the control socket became readable while loading: "loaded", "failed", the code the
+        app passed to sys.exit(), or None if the process hung up (its exit status says why)."""
         try:
-            message = self.control.recv(64)
+            message = self.control.recv(64).decode(errors="replace").split()
         except OSError:
-            message = b""
-        self.loaded = message == b"loaded"
-        return self.loaded
+            return None
+        self.loaded = message == ["loaded"]
+        if len(message) == 2 and message[0] == "exit" and message[1].isdigit():
+            return int(message[1])
+        return message[0] if message else None
 
     def spawn(self, slot: int) -> int:
         """Fork a worker into `slot`; its pid.
@@ -151,13 +160,25 @@ def _main(
     """The pre-loaded process: load the app, then fork a worker whenever the supervisor asks;
     returns the exit code (none once the supervisor hangs up)."""
     os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the supervisor only
+    # A load past its deadline gets SIGUSR1 before SIGKILL: show where the import hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         uv_config, settings = _load(config, generation, log_config)
-    except BaseException as exc:
-        if not isinstance(exc, SystemExit):
-            traceback.print_exc()
+    except _Refused:
+        control.send(b"failed")  # already logged
+        return EXIT_STARTUP_FAILURE
+    except SystemExit as exc:
+        code = exc.code
+        if isinstance(code, str):  # sys.exit("message") prints the message and exits 1
+            print(code, file=sys.stderr, flush=True)
+            code = 1
+        control.send(f"exit {code or 0}".encode())
+        return EXIT_STARTUP_FAILURE
+    except BaseException:
+        traceback.print_exc()
         control.send(b"failed")
         return EXIT_STARTUP_FAILURE
+    faulthandler.unregister(signal.SIGUSR1)
     gc.freeze()
     control.send(b"loaded")
     while True:
@@ -186,12 +207,12 @@ def _load(config: Config, generation: int, log_config: dict[str, Any]) -> tuple[
             readiness = import_from_string(config.readiness)
         except ImportFromStringError as exc:
             logger.error("Could not load the --readiness check: %s", exc)
-            raise SystemExit(EXIT_STARTUP_FAILURE) from None
+            raise _Refused from None
         if not callable(readiness):
             logger.error(
                 "--readiness %r is not callable; give a function that returns True when ready.", config.readiness
             )
-            raise SystemExit(EXIT_STARTUP_FAILURE)
+            raise _Refused
     admission = None
     if config.max_concurrency is not None:
         queue = config.max_concurrency if config.max_queue is None else config.max_queue
