@@ -298,3 +298,12 @@ def test_the_newest_proven_code_stays_available_for_a_fallback() -> None:
     assert h.fleet.generations_in_use == {2}
     h.fleet.start_generation(3)
     assert h.fleet.generations_in_use == {2, 3}
+
+
+def test_resize_holds_the_target_within_its_bounds_and_says_why() -> None:
+    fleet = Fleet(target=2, graceful_timeout=30, worker_timeout=5, floor=2, ceiling=4)
+    assert fleet.resize(3) is None and fleet.target == 3
+    assert fleet.resize(9) == "staying at 4, the most allowed (--max-workers, or what fits)"
+    assert fleet.target == 4
+    assert fleet.resize(1) == "staying at 2, the fewest allowed (--min-workers, or 1)"
+    assert fleet.target == 2

@@ -123,9 +123,13 @@ class Fleet:
         startup_timeout: float = 0,
         request_limit: int | None = None,
         request_jitter: int = 0,
+        floor: int = 1,
+        ceiling: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
+        self.floor = floor
+        self.ceiling = ceiling
         self.graceful_timeout = graceful_timeout
         self.worker_timeout = worker_timeout
         self.startup_timeout = startup_timeout
@@ -185,6 +189,16 @@ class Fleet:
         elif not worker.killed:
             self._lost += 1  # (a hung ready worker was counted when it was killed)
         return worker
+
+    def resize(self, target: int) -> str | None:
+        """Aim for `target` workers, held within [floor, ceiling]; why it was held, if it was."""
+        held = None
+        if self.ceiling is not None and target > self.ceiling:
+            target, held = self.ceiling, f"staying at {self.ceiling}, the most allowed (--max-workers, or what fits)"
+        elif target < self.floor:
+            target, held = self.floor, f"staying at {self.floor}, the fewest allowed (--min-workers, or 1)"
+        self.target = target
+        return held
 
     def stop(self) -> None:
         self.stopping = True

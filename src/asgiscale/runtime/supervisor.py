@@ -59,8 +59,12 @@ class Supervisor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Room for the target, one replacement, and workers still draining after quick reloads.
+        self.capacity = max(128, 4 * (config.max_workers or config.workers) + 8)
         self.fleet = Fleet(
             target=config.initial_workers,
+            floor=config.min_workers or 1,
+            ceiling=config.max_workers or (self.capacity - 8) // 4,
             graceful_timeout=config.graceful_timeout,
             worker_timeout=config.worker_timeout,
             startup_timeout=config.startup_timeout,
@@ -71,8 +75,6 @@ class Supervisor:
         self.admin_sidecar = Sidecar("admin server")
         self.watcher_sidecar = Sidecar("--reload watcher")
         self.autoscaler = Autoscaler.from_config(config) if config.autoscale else None
-        # Room for the target, one replacement, and workers still draining after quick reloads.
-        self.capacity = max(128, 4 * (config.max_workers or config.workers) + 8)
         self.table = SlotTable(self.capacity)
         self.children: dict[int, OnExit] = {}
         self.preloaders: dict[int, Preloader] = {}  # by generation
@@ -201,16 +203,13 @@ class Supervisor:
         pass  # the loop reaps on every tick
 
     def _set_target(self, target: int, why: str = "signal") -> None:
-        lowest, limit = (self.config.min_workers or 1), self.config.max_workers or (self.capacity - 8) // 4
-        if target > limit:
-            logger.warning("Workers: staying at %d, the most allowed (--max-workers, or what fits).", limit)
-        elif target < lowest:
-            logger.warning("Workers: staying at %d, the fewest allowed (--min-workers, or 1).", lowest)
-        target = max(lowest, min(target, limit))
-        if target != self.fleet.target:
-            scale_logger.info("Workers: %d -> %d (%s).", self.fleet.target, target, why, extra={"event": "scale"})
-            self.table.add(Block.SCALE_UP if target > self.fleet.target else Block.SCALE_DOWN)
-            self.fleet.target = target
+        before = self.fleet.target
+        held = self.fleet.resize(target)
+        if held:
+            logger.warning("Workers: %s.", held)
+        if self.fleet.target != before:
+            scale_logger.info("Workers: %d -> %d (%s).", before, self.fleet.target, why, extra={"event": "scale"})
+            self.table.add(Block.SCALE_UP if self.fleet.target > before else Block.SCALE_DOWN)
 
     def _autoscale(self, now: float) -> None:
         scaler = self.autoscaler
