@@ -223,6 +223,29 @@ def test_the_stabilization_window_delays_the_scale_down_as_configured(
     assert first == decision
 
 
+@pytest.mark.parametrize("offset", [0.1, 0.2, 0.3])
+@pytest.mark.parametrize(
+    ("behavior", "first"), [(None, 435.0), ({"scaleDown": {"stabilizationWindowSeconds": 300}}, 420.0)]
+)
+def test_syncs_off_the_whole_seconds_meet_the_window_edge_as_kubernetes_does(
+    offset: float, behavior: dict[str, Any] | None, first: float
+) -> None:
+    # The runs above, on 0.1 s steps with the syncs `offset` later: the same decisions, `offset` later. In float
+    # seconds 420.1 - 300 misses 120.1 (the sync that recommended 10), and the HPA without behavior scaled down
+    # one sync early, at 420.1.
+    run = simulate(
+        DOWN,
+        hpa(target=2, high=10, behavior=behavior),
+        SERVICE,
+        KUBERNETES,
+        arrivals="constant",
+        initial=10,
+        step=0.1,
+        sync_offset=offset,
+    )
+    assert run.decisions[:2] == [(round(first + offset, 6), 10, 7), (round(first + 15 + offset, 6), 7, 3)]
+
+
 def test_a_shorter_window_scales_down_sooner_and_spends_fewer_replica_seconds() -> None:
     runs = [
         simulate(
