@@ -295,6 +295,24 @@ def test_admission_control_sheds_what_a_full_replica_cannot_queue(
     assert p99 - 1e-9 <= summary["p99"] <= p99 * (1 + HISTOGRAM)
 
 
+def test_the_rps_target_sees_the_demand_whether_or_not_the_excess_is_shed() -> None:
+    # 1000 req/s from 60 s on, 100 a replica at most, rps=50 a replica. The metric counts the requests that reach a
+    # replica, so the HPA asks for the same replicas when the excess is shed (admission control) as when clients
+    # give up on it; counting only what was answered saw 100 a replica without admission control, and doubled.
+    trace = parse_shape("step:from=40,to=1000,at=60,duration=300")
+    behavior = {"scaleUp": {"policies": [{"type": "Pods", "value": 100, "periodSeconds": 15}]}}
+    spec = {"minReplicas": 1, "maxReplicas": 40, "metrics": [metric_spec(Target("rps", 50))], "behavior": behavior}
+    runs = [
+        simulate(trace, SimPolicy.of_hpa(spec), Service(capacity=100, service_time=0.05, max_concurrency=limit),
+                 KUBERNETES, arrivals="constant", initial=1)
+        for limit in (None, 4)
+    ]  # fmt: skip
+    assert runs[0].summary["shed"] == 0 < runs[0].summary["dropped"]
+    assert runs[1].summary["shed"] > 0 == runs[1].summary["dropped"]
+    assert runs[0].decisions == runs[1].decisions
+    assert runs[0].decisions[0] == (75.0, 1, 10)  # 7 s of the step in the 15 s window read at 75 s: 488 a replica
+
+
 def test_without_admission_control_clients_give_up_after_the_timeout() -> None:
     # Nothing is shed: the queue grows until requests wait `timeout`; beyond it they are dropped. In steady
     # state the replica still completes its capacity, so half of 200 req/s is dropped.
