@@ -152,6 +152,25 @@ def test_named_paths_must_exist(tmp_path: Path) -> None:
         Config(env_file=".env.prod").check_paths()
 
 
+def test_named_paths_must_be_of_their_kind(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "main.py").write_text("")
+    Config(app_dir=str(tmp_path), env_file=str(tmp_path / "main.py"), reload_dirs=(str(tmp_path),)).check_paths()
+    conf, main = str(tmp_path / "conf"), str(tmp_path / "main.py")
+    with pytest.raises(
+        ConfigError, match=r"^'env_file' names '.*conf', which is a directory; give a file of KEY=VALUE"
+    ):
+        Config(env_file=conf).check_paths()
+    with pytest.raises(ConfigError, match=r"^'ssl_certfile' names '.*conf', which is a directory; give the certif"):
+        Config(ssl_certfile=conf).check_paths()
+    with pytest.raises(ConfigError, match=r"^'ssl_keyfile' names '.*conf', which is a directory; give the private"):
+        Config(ssl_certfile=main, ssl_keyfile=conf).check_paths()
+    with pytest.raises(ConfigError, match=r"^'app_dir' names '.*main.py', which is a file; give the directory"):
+        Config(app_dir=main).check_paths()
+    with pytest.raises(ConfigError, match=r"^'reload_dirs' names '.*main.py', which is a file; give the directory"):
+        Config(reload_dirs=(main,)).check_paths()
+
+
 def test_the_scale_section_of_the_file_becomes_an_hpa_spec(tmp_path: Path) -> None:
     (tmp_path / "asgiscale.toml").write_text(
         "min-workers = 2\nmax-workers = 6\nscale-targets = ['concurrency=8', 'cpu=60', 'rps=0.5']\n"

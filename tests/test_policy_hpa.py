@@ -269,6 +269,36 @@ def test_without_behavior_scale_down_takes_the_highest_recommendation_of_the_win
     assert policy.sync(401.0, 8, [same(35.0, 8)]) == 7
 
 
+# Kubernetes compares times in whole nanoseconds: a recommendation made exactly one window ago is on the edge.
+# stabilizeRecommendation (no behavior) drops only those before the cutoff, so it still counts;
+# stabilizeRecommendationWithBehaviors keeps only those after it, so it does not. The starts put the syncs where
+# float seconds miss the edge: (0.1 + 300.0) - 300.0 is above 0.1, (0.2 + 300.0) - 300.0 below 0.2.
+@pytest.mark.parametrize("start", [0.0, 0.1, 0.2, 7.3])
+@pytest.mark.parametrize(
+    ("behavior", "at_the_edge"),
+    [(None, 10), ({"scaleDown": {"stabilizationWindowSeconds": 300}}, 1)],
+)
+def test_a_recommendation_exactly_one_window_old(start: float, behavior: Any, at_the_edge: int) -> None:
+    policy = hpa(cpu(50), behavior=behavior)
+    current = policy.sync(start, 10, [same(50.0, 10)])  # recommends 10
+    for k in range(1, 20):
+        current = policy.sync(start + k * 15.0, current, [same(5.0, current)])  # recommends 1
+        assert current == 10
+    assert policy.sync(start + 300.0, 10, [same(5.0, 10)]) == at_the_edge
+    assert policy.sync(start + 315.0, at_the_edge, [same(5.0, at_the_edge)]) == 1
+
+
+@pytest.mark.parametrize("start", [0.0, 0.3])
+def test_a_scale_event_exactly_one_period_old_no_longer_counts(start: float) -> None:
+    # getReplicasChangePerPeriod counts the events after the cutoff: the pod added at `start` leaves the 60 s
+    # period at start + 60 exactly, and one more pod is allowed.
+    behavior = {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}
+    policy = hpa(cpu(50), behavior=behavior)
+    assert policy.sync(start, 1, [same(500.0, 1)]) == 2
+    assert policy.sync(start + 59.0, 2, [same(500.0, 2)]) == 2
+    assert policy.sync(start + 60.0, 2, [same(500.0, 2)]) == 3
+
+
 def test_scale_up_stabilization_window_takes_the_lowest_recommendation() -> None:
     behavior = {"scaleUp": {"stabilizationWindowSeconds": 60}}
     policy = hpa(cpu(50), behavior=behavior)

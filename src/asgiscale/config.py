@@ -334,16 +334,27 @@ class Config:
         return cls(**values)
 
     def check_paths(self) -> None:
-        """Files and directories the settings name must exist (checked before anything starts)."""
-        named = [("app_dir", self.app_dir, os.path.isdir), ("env_file", self.env_file, os.path.isfile)]
-        named += [("reload_dirs", d, os.path.isdir) for d in self.reload_dirs]
-        named += [
-            ("ssl_certfile", self.ssl_certfile, os.path.isfile),
-            ("ssl_keyfile", self.ssl_keyfile, os.path.isfile),
-        ]
-        for name, path, exists in named:
-            if path is not None and not exists(path):
+        """Files and directories the settings name must exist and be of their kind, and the TLS certificate
+        and key must load (checked before anything starts)."""
+        named = [("app_dir", self.app_dir), ("env_file", self.env_file)]
+        named += [("reload_dirs", d) for d in self.reload_dirs]
+        named += [("ssl_certfile", self.ssl_certfile), ("ssl_keyfile", self.ssl_keyfile)]
+        for name, path in named:
+            if path is None:
+                continue
+            want_dir, fix = _PATH_KINDS[name]
+            if not os.path.exists(path):
                 raise ConfigError(f"'{name}' names {path!r}, which does not exist (relative to {os.getcwd()})")
+            if os.path.isdir(path) != want_dir:
+                kind = "directory" if os.path.isdir(path) else "file"
+                fix = fix.format(inside=os.path.join(path, ".env"))
+                raise ConfigError(f"'{name}' names {path!r}, which is a {kind}; {fix}")
+        if self.ssl_certfile is not None:
+            from asgiscale._tls import tls_problem  # ssl: only for the configs that serve TLS
+
+            problem = tls_problem(self.ssl_certfile, self.ssl_keyfile, self.ssl_keyfile_password)
+            if problem is not None:
+                raise ConfigError(problem)
 
     @property
     def bind_description(self) -> str:
@@ -416,6 +427,14 @@ def _is_service_link(key: str, value: str) -> bool:
     return bool(_SERVICE_LINK.match(key)) or (key == "ASGISCALE_PORT" and "://" in value)
 
 
+# Whether each path setting names a directory (else a file), and what to give when it names the other kind.
+_PATH_KINDS = {
+    "app_dir": (True, "give the directory the app's module is in (APP names the module)"),
+    "reload_dirs": (True, "give the directory to watch for changes"),
+    "env_file": (False, "give a file of KEY=VALUE lines (like {inside!r})"),
+    "ssl_certfile": (False, "give the certificate file (PEM)"),
+    "ssl_keyfile": (False, "give the private key file (PEM)"),
+}
 _HINTS = typing.get_type_hints(Config)
 _BY_NAME = {f.name: f for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}

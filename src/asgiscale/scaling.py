@@ -36,7 +36,7 @@ from asgiscale.policy.kpa import PREFIX as KNATIVE_PREFIX
 METRICS: dict[str, str | None] = {
     "cpu": None,  # % of one core (of the CPU request on Kubernetes)
     "concurrency": "http_server_active_requests",  # requests in flight
-    "rps": "http_server_requests_per_second",  # requests completed per second
+    "rps": "http_server_requests_per_second",  # requests received per second (docs/scaling.md)
 }
 DEFAULT_TARGETS = {"hpa": ("cpu=70",), "kpa": ("concurrency=100",)}
 # Keys of the `scale` table in the config file.

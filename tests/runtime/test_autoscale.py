@@ -54,11 +54,12 @@ def test_each_worker_is_measured_over_the_window_since_the_last_sync() -> None:
     first = scaler.decide(1.0, current=2, cpu={1: 5.0, 2: 0.1})
     ((_, current, per_worker, ready),) = policy.calls
     assert current == 2 and ready == {0: True, 1: False}
-    # CPU needs a value at the start of the window: the first window has none.
-    assert per_worker[0] == {"cpu": None, "concurrency": 2.5, "rps": 90.0}
+    # CPU needs a value at the start of the window: the first window has none. rps: 90 answered, and one more
+    # in progress at the end (3) than at the start (2).
+    assert per_worker[0] == {"cpu": None, "concurrency": 2.5, "rps": 91.0}
     assert per_worker[1] == {"cpu": None, "concurrency": 0.0, "rps": 0.0}
     assert (first.desired, first.change, first.workers, first.ready) == (3, True, 2, 1)
-    assert first.values == {"cpu": None, "concurrency": 1.25, "rps": 45.0}
+    assert first.values == {"cpu": None, "concurrency": 1.25, "rps": 45.5}
     assert "cpu n/a/worker" in first.describe()
 
     # Second window: worker 2 is gone (drained), worker 3 is new.
@@ -71,9 +72,38 @@ def test_each_worker_is_measured_over_the_window_since_the_last_sync() -> None:
     _, _, per_worker, ready = policy.calls[-1]
     assert ready == {0: True, 1: False}  # workers 1 and 3
     assert per_worker[0]["cpu"] == pytest.approx(75.0)
-    assert per_worker[0]["rps"] == pytest.approx(200.0)
+    assert per_worker[0]["rps"] == pytest.approx(198.0)  # 200 answered, 2 fewer in progress (3 -> 1)
     assert per_worker[0]["concurrency"] == 1.0
     assert per_worker[1]["cpu"] is None
+
+
+def test_rps_counts_each_request_when_it_arrives_whether_served_queued_or_shed() -> None:
+    targets = parse_targets(["rps=10"])
+    policy = Recording(1, targets)
+    scaler = Autoscaler(targets, policy, sync_period=1.0)
+    windows = [
+        # (in flight, answered so far) at the end of each one-second window
+        (6, 0),  # 6 slow requests arrive; none answered yet
+        (5, 14),  # 4 of them served, 10 more shed at once, 3 more wait for admission: 13 arrived
+        (0, 19),  # nothing new; the 5 in progress are answered
+    ]
+    scaler.sample(0.0, [Reading(1, True, 0, 0)])
+    for second, (in_flight, answered) in enumerate(windows, start=1):
+        scaler.sample(second - 0.1, [Reading(1, True, in_flight, answered)])
+        scaler.decide(float(second), current=1, cpu={})
+    assert [call[2][0]["rps"] for call in policy.calls] == [6.0, 13.0, 0.0]
+
+
+def test_the_real_hpa_scales_up_on_requests_still_in_progress() -> None:
+    # 8 requests of a minute each reach one worker: none is answered within the sync period, yet they are the
+    # load to carry. At 2 per worker the HPA wants 4.
+    config = Config(app="m:app", max_workers=8, scale_targets=("rps=2",), scale_sync_period=1.0)
+    scaler = Autoscaler.from_config(config)
+    scaler.sample(0.0, [Reading(1, True, 0, 0)])
+    scaler.sample(0.5, [Reading(1, True, 8, 0)])
+    decision = scaler.decide(1.0, current=1, cpu={})
+    assert decision.values == {"rps": 8.0}
+    assert (decision.current, decision.desired) == (1, 4)
 
 
 def test_the_real_hpa_scales_up_from_what_the_workers_carried() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.runtime.test_admin import scrape
 from tests.utils import AsgiscaleProcess, Load
@@ -73,3 +75,25 @@ def test_kpa_scales_on_concurrency_too(probe_dir: Path) -> None:
             assert int(up[1]) > 1, up[0]
             load.wait_requests(50)
         assert load.failures == []
+
+
+def test_hpa_scales_on_the_rate_of_requests_that_arrived_before_any_is_answered(probe_dir: Path) -> None:
+    # 6 requests of two minutes reach the one worker: `rps` counts them in the sync period they arrive, not when
+    # they are answered, so the workers grow well before the first answer.
+    args = ["probe:app", "--no-access-log", "--min-workers", "1", "--max-workers", "3"]
+    args += ["--scale-target", "rps=1", "--scale-sync-period", "0.5"]
+    with AsgiscaleProcess(args, probe_dir) as server:
+        server.wait_workers(1)
+        clients = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(6)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /slow?ms=120000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            up = server.wait_log(r"Workers: 1 -> (\d+) \(hpa: (.*)\)\.", timeout=60)
+            assert int(up[1]) > 1 and re.search(r"rps [\d.]+/worker", up[2]), up[0]
+            for client in clients:  # none answered yet, none closed
+                client.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    client.recv(1)
+        finally:
+            for client in clients:
+                client.close()

@@ -223,6 +223,29 @@ def test_the_stabilization_window_delays_the_scale_down_as_configured(
     assert first == decision
 
 
+@pytest.mark.parametrize("offset", [0.1, 0.2, 0.3])
+@pytest.mark.parametrize(
+    ("behavior", "first"), [(None, 435.0), ({"scaleDown": {"stabilizationWindowSeconds": 300}}, 420.0)]
+)
+def test_syncs_off_the_whole_seconds_meet_the_window_edge_as_kubernetes_does(
+    offset: float, behavior: dict[str, Any] | None, first: float
+) -> None:
+    # The runs above, on 0.1 s steps with the syncs `offset` later: the same decisions, `offset` later. In float
+    # seconds 420.1 - 300 misses 120.1 (the sync that recommended 10), and the HPA without behavior scaled down
+    # one sync early, at 420.1.
+    run = simulate(
+        DOWN,
+        hpa(target=2, high=10, behavior=behavior),
+        SERVICE,
+        KUBERNETES,
+        arrivals="constant",
+        initial=10,
+        step=0.1,
+        sync_offset=offset,
+    )
+    assert run.decisions[:2] == [(round(first + offset, 6), 10, 7), (round(first + 15 + offset, 6), 7, 3)]
+
+
 def test_a_shorter_window_scales_down_sooner_and_spends_fewer_replica_seconds() -> None:
     runs = [
         simulate(
@@ -270,6 +293,24 @@ def test_admission_control_sheds_what_a_full_replica_cannot_queue(
     # A request waits behind the full queue (queued requests at 100 req/s), then takes its own 50 ms.
     p99 = 0.05 + queued / 100
     assert p99 - 1e-9 <= summary["p99"] <= p99 * (1 + HISTOGRAM)
+
+
+def test_the_rps_target_sees_the_demand_whether_or_not_the_excess_is_shed() -> None:
+    # 1000 req/s from 60 s on, 100 a replica at most, rps=50 a replica. The metric counts the requests that reach a
+    # replica, so the HPA asks for the same replicas when the excess is shed (admission control) as when clients
+    # give up on it; counting only what was answered saw 100 a replica without admission control, and doubled.
+    trace = parse_shape("step:from=40,to=1000,at=60,duration=300")
+    behavior = {"scaleUp": {"policies": [{"type": "Pods", "value": 100, "periodSeconds": 15}]}}
+    spec = {"minReplicas": 1, "maxReplicas": 40, "metrics": [metric_spec(Target("rps", 50))], "behavior": behavior}
+    runs = [
+        simulate(trace, SimPolicy.of_hpa(spec), Service(capacity=100, service_time=0.05, max_concurrency=limit),
+                 KUBERNETES, arrivals="constant", initial=1)
+        for limit in (None, 4)
+    ]  # fmt: skip
+    assert runs[0].summary["shed"] == 0 < runs[0].summary["dropped"]
+    assert runs[1].summary["shed"] > 0 == runs[1].summary["dropped"]
+    assert runs[0].decisions == runs[1].decisions
+    assert runs[0].decisions[0] == (75.0, 1, 10)  # 7 s of the step in the 15 s window read at 75 s: 488 a replica
 
 
 def test_without_admission_control_clients_give_up_after_the_timeout() -> None:

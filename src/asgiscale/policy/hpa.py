@@ -32,6 +32,9 @@ from asgiscale.policy._spec import PolicyError as PolicyError  # public here, as
 from asgiscale.policy._spec import parse_quantity as parse_quantity
 
 MAX_INT32 = 2**31 - 1
+# Go's time.Time counts nanoseconds: the controller's windows compare whole nanoseconds, so a recommendation made
+# exactly a window ago lies on its edge. In float seconds, (t + 300) - 300 is not always t.
+_NS = 1_000_000_000
 # Requests are not known here: each pod's usage is its utilization over a request of 100 units (in milli-units).
 _REQUEST_MILLI = 100_000
 
@@ -76,7 +79,7 @@ class HpaDecision:
 @dataclasses.dataclass
 class _ScaleEvent:
     change: int
-    time: float
+    time: int  # nanoseconds
     outdated: bool = False
 
 
@@ -118,7 +121,7 @@ class HorizontalPodAutoscaler:
         self.downscale_stabilization = downscale_stabilization
         self.sync_period = sync_period
         self.last: HpaDecision | None = None
-        self._recommendations: list[tuple[float, int]] = []
+        self._recommendations: list[tuple[int, int]] = []  # (nanoseconds, replicas)
         self._up_events: list[_ScaleEvent] = []
         self._down_events: list[_ScaleEvent] = []
         self._observed: Sequence[Sequence[PodSample] | None] = ()
@@ -167,9 +170,10 @@ class HorizontalPodAutoscaler:
             raise ValueError(
                 f"expected {len(self.metrics)} sample lists (one per spec.metrics item), got {len(samples)}"
             )
+        at = _nanoseconds(now)
         if not self._recommendations:
             # The controller records the current count a moment before it reads its clock for the sync.
-            self._recommendations.append((math.nextafter(now, -math.inf), current_replicas))
+            self._recommendations.append((at - 1, current_replicas))
         if current_replicas == 0:
             return self._done(now, 0, 0, limit="ScalingDisabled", message="the target is scaled to zero")
         if current_replicas > self.max_replicas:
@@ -202,16 +206,16 @@ class HorizontalPodAutoscaler:
                     message=f"{invalid} of {len(proposals)} metric(s) invalid, first: {first}",
                 )
             if self.behavior is None:
-                stabilized = self._stabilize(now, recommendation)
+                stabilized = self._stabilize(at, recommendation)
                 desired, limit = self._limit_without_behavior(current_replicas, stabilized)
             else:
-                stabilized = self._stabilize_with_behavior(now, current_replicas, recommendation)
-                desired, limit = self._limit_with_behavior(now, current_replicas, stabilized)
+                stabilized = self._stabilize_with_behavior(at, current_replicas, recommendation)
+                desired, limit = self._limit_with_behavior(at, current_replicas, stabilized)
             self._done(
                 now, current_replicas, desired, proposals, recommendation, stabilized, limit, _MESSAGES.get(limit, "")
             )
         if desired != current_replicas:
-            self._store_event(now, current_replicas, desired)
+            self._store_event(at, current_replicas, desired)
         return desired
 
     def _done(
@@ -236,29 +240,33 @@ class HorizontalPodAutoscaler:
             up = self.tolerance if up_rules.tolerance is None else up_rules.tolerance
         return down, up
 
-    def _record(self, now: float, recommendation: int, old: int | None) -> None:
+    def _record(self, at: int, recommendation: int, old: int | None) -> None:
         if old is None:
-            self._recommendations.append((now, recommendation))
+            self._recommendations.append((at, recommendation))
         else:
-            self._recommendations[old] = (now, recommendation)
+            self._recommendations[old] = (at, recommendation)
 
-    def _stabilize(self, now: float, recommendation: int) -> int:
-        cutoff = now - self.downscale_stabilization
+    def _stabilize(self, at: int, recommendation: int) -> int:
+        # stabilizeRecommendation: a recommendation exactly on the window's edge still counts (only those
+        # before the cutoff are dropped), unlike with a behavior below.
+        cutoff = at - _nanoseconds(self.downscale_stabilization)
         highest, old = recommendation, None
         for index, (time, value) in enumerate(self._recommendations):
             if time < cutoff:
                 old = index
             elif value > highest:
                 highest = value
-        self._record(now, recommendation, old)
+        self._record(at, recommendation, old)
         return highest
 
-    def _stabilize_with_behavior(self, now: float, current: int, recommendation: int) -> int:
+    def _stabilize_with_behavior(self, at: int, current: int, recommendation: int) -> int:
+        # stabilizeRecommendationWithBehaviors: only recommendations after the cutoffs count; one exactly on an
+        # edge is neither counted nor reused.
         assert self.behavior is not None
         up_rules, down_rules = self.behavior
         down_window = self.downscale_stabilization if down_rules.stabilization is None else down_rules.stabilization
-        up_cutoff = now - (up_rules.stabilization or 0.0)
-        down_cutoff = now - down_window
+        up_cutoff = at - _nanoseconds(up_rules.stabilization or 0.0)
+        down_cutoff = at - _nanoseconds(down_window)
         lowest = highest = recommendation
         old = None
         for index, (time, value) in enumerate(self._recommendations):
@@ -268,7 +276,7 @@ class HorizontalPodAutoscaler:
                 highest = max(highest, value)
             if time < up_cutoff and time < down_cutoff:
                 old = index
-        self._record(now, recommendation, old)
+        self._record(at, recommendation, old)
         return min(max(current, lowest), highest)
 
     def _limit_without_behavior(self, current: int, desired: int) -> tuple[int, str]:
@@ -283,18 +291,18 @@ class HorizontalPodAutoscaler:
             return ceiling, reason
         return desired, "DesiredWithinRange"
 
-    def _limit_with_behavior(self, now: float, current: int, desired: int) -> tuple[int, str]:
+    def _limit_with_behavior(self, at: int, current: int, desired: int) -> tuple[int, str]:
         assert self.behavior is not None
         up_rules, down_rules = self.behavior
         if desired > current:
-            limit = max(_rate_limit(up_rules, +1, current, now, self._up_events, self._down_events), current)
+            limit = max(_rate_limit(up_rules, +1, current, at, self._up_events, self._down_events), current)
             ceiling, reason = (
                 (limit, "ScaleUpLimit") if self.max_replicas > limit else (self.max_replicas, "TooManyReplicas")
             )
             if desired > ceiling:
                 return ceiling, reason
         elif desired < current:
-            limit = min(_rate_limit(down_rules, -1, current, now, self._up_events, self._down_events), current)
+            limit = min(_rate_limit(down_rules, -1, current, at, self._up_events, self._down_events), current)
             floor, reason = (
                 (limit, "ScaleDownLimit") if self.min_replicas < limit else (self.min_replicas, "TooFewReplicas")
             )
@@ -302,7 +310,7 @@ class HorizontalPodAutoscaler:
                 return floor, reason
         return desired, "DesiredWithinRange"
 
-    def _store_event(self, now: float, previous: int, desired: int) -> None:
+    def _store_event(self, at: int, previous: int, desired: int) -> None:
         if self.behavior is None:
             return
         up_rules, down_rules = self.behavior
@@ -310,11 +318,11 @@ class HorizontalPodAutoscaler:
         longest = max((period for _, _, period in rules.policies), default=0)
         old = None
         for index, event in enumerate(events):
-            if event.time < now - longest:
+            if event.time < at - longest * _NS:
                 event.outdated = True
             if event.outdated:
                 old = index
-        event = _ScaleEvent(abs(desired - previous), now)
+        event = _ScaleEvent(abs(desired - previous), at)
         if old is None:
             events.append(event)
         else:
@@ -331,7 +339,7 @@ _MESSAGES = {
 
 
 def _rate_limit(
-    rules: Rules, direction: int, current: int, now: float, up: list[_ScaleEvent], down: list[_ScaleEvent]
+    rules: Rules, direction: int, current: int, at: int, up: list[_ScaleEvent], down: list[_ScaleEvent]
 ) -> int:
     """The furthest replica count the policies allow from `current` in `direction` (+1 up, -1 down)."""
     if rules.select == "Disabled":
@@ -340,8 +348,8 @@ def _rate_limit(
     highest = (rules.select == "Max") == (direction > 0)
     result: int | None = None
     for kind, value, period in rules.policies:
-        added = sum(e.change for e in up if e.time > now - period)
-        removed = sum(e.change for e in down if e.time > now - period)
+        added = sum(e.change for e in up if e.time > at - period * _NS)
+        removed = sum(e.change for e in down if e.time > at - period * _NS)
         start = current - added + removed
         if kind == "Pods":
             proposed = start + direction * value
@@ -450,6 +458,11 @@ def _object_proposal(
     if not _within(ratio, tolerances):
         proposal = min(math.ceil(float(usage) / float(metric.target)), MAX_INT32)
     return MetricProposal(metric.label, math.ceil(float(usage) / float(current)) / 1000, ratio, proposal)
+
+
+def _nanoseconds(seconds: float) -> int:
+    """A time or duration in whole nanoseconds, from the decimal the float stands for (7.3 + 300.0 gives 307.3 s)."""
+    return int((decimal.Decimal(repr(float(seconds))) * _NS).to_integral_value(decimal.ROUND_HALF_EVEN))
 
 
 def _go_div(a: int, b: int) -> int:

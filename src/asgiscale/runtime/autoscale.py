@@ -9,7 +9,10 @@ The metrics, per worker, over the last sync period:
 
 * `cpu`: CPU time used, in % of one core (a worker runs on one core at most);
 * `concurrency`: requests in flight, the mean of the samples taken every tick;
-* `rps`: requests completed per second.
+* `rps`: requests received per second. Each request counts once, in the window it arrives, whether it is
+  served, waits for admission or is shed: the requests answered in the window (served or shed alike) plus the
+  change in those in progress (running or waiting). Demand, not throughput: a worker that sheds or queues what
+  it cannot carry still shows the whole load, so the policy scales up to it (docs/scaling.md).
 
 A worker that is still booting counts as a pod that is not ready; a draining worker is no
 longer counted, like a terminating pod.
@@ -34,8 +37,8 @@ class Reading:
 
     pid: int
     ready: bool
-    in_flight: int
-    requests: int
+    in_flight: int  # requests in progress: running, or waiting for admission
+    requests: int  # requests answered since the worker started, served or shed (a count that only grows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +69,19 @@ class _Window:
 
     start: float
     requests_then: int
+    in_flight_then: int
     cpu_then: float | None
     requests: int = 0
+    in_flight: int = 0
     ready: bool = False
     in_flight_sum: int = 0
     samples: int = 0
+
+    @property
+    def received(self) -> int:
+        """Requests that arrived in the window: answered in it, or still in progress at its end beyond those
+        in progress at its start."""
+        return self.requests - self.requests_then + self.in_flight - self.in_flight_then
 
     def values(self, now: float, cpu: float | None) -> dict[str, float | None]:
         elapsed = now - self.start
@@ -79,7 +90,7 @@ class _Window:
         return {
             "cpu": None if cpu is None or self.cpu_then is None else (cpu - self.cpu_then) / elapsed * 100,
             "concurrency": self.in_flight_sum / self.samples if self.samples else None,
-            "rps": (self.requests - self.requests_then) / elapsed,
+            "rps": self.received / elapsed,
         }
 
 
@@ -105,8 +116,9 @@ class Autoscaler:
         for reading in readings:
             window = self._windows.get(reading.pid)
             if window is None:
-                window = self._windows[reading.pid] = _Window(now, reading.requests, None)
+                window = self._windows[reading.pid] = _Window(now, reading.requests, reading.in_flight, None)
             window.requests = reading.requests
+            window.in_flight = reading.in_flight
             window.ready = reading.ready
             window.in_flight_sum += reading.in_flight
             window.samples += 1
@@ -128,7 +140,9 @@ class Autoscaler:
         for pid, window in self._windows.items():
             per_worker[pid] = window.values(now, cpu.get(pid))
             ready[pid] = window.ready
-            self._windows[pid] = _Window(now, window.requests, cpu.get(pid), window.requests, window.ready)
+            self._windows[pid] = _Window(
+                now, window.requests, window.in_flight, cpu.get(pid), window.requests, window.in_flight, window.ready
+            )
         samples = [
             [PodSample(values[t.metric], ready=ready[pid]) for pid, values in per_worker.items()] for t in self.targets
         ]

@@ -44,7 +44,7 @@ class Field(enum.IntEnum):
     PID = 0
     STATE = 1
     HEARTBEAT_NS = 2  # time.monotonic_ns() of the worker's last event-loop tick
-    REQUESTS = 3  # HTTP requests started, as uvicorn counts them, for --limit-max-requests
+    REQUESTS = 3  # HTTP responses finished, served or shed, as uvicorn counts them (--limit-max-requests)
     IN_FLIGHT = 4  # HTTP requests being answered
     STARTED_NS = 5  # time.time_ns() when the worker was forked
     GENERATION = 6  # the code generation the worker runs

@@ -265,7 +265,7 @@ class _Model:
         placed = initial if max_pods is None else min(initial, max_pods)
         self.cohorts = [_Cohort(-math.inf, -math.inf, placed), _Cohort(-math.inf, math.inf, initial - placed)]
         self.cohorts = [c for c in self.cohorts if c.count]
-        # Per ready replica, integrated over time: in flight, completed requests and CPU seconds.
+        # Per ready replica, integrated over time: in flight, requests received (the runtime's rps) and CPU seconds.
         self.integral: dict[str, list[float]] = {"concurrency": [0.0], "rps": [0.0], "cpu": [0.0]}
         self.decisions: list[tuple[float, int, int]] = []
         self.points = max(1, points)
@@ -291,7 +291,7 @@ class _Model:
             running = sum(c.count for c in self.cohorts if c.ready_at != math.inf)
             arrived = rate * step
             served = shed = dropped = 0.0
-            in_flight = completed = 0.0
+            in_flight = received = 0.0
             if ready == 0:
                 dropped = arrived + backlog
                 backlog = 0.0
@@ -318,13 +318,13 @@ class _Model:
                 else:
                     _record(latency, point_latency, base + wait, served)
                 in_flight = (served / step * base + backlog + served / step * waiting_mean) / ready
-                completed = (served + shed) / step / ready
+                received = arrived / step / ready  # served, queued, shed or given up on alike
             cpu_seconds = (
                 served / step * service.cpu_per_request * cost / ready
                 if service.cpu_per_request is not None and ready
                 else 0.0
             )
-            self._integrate(in_flight, completed, cpu_seconds)
+            self._integrate(in_flight, received, cpu_seconds)
             totals["offered"] += arrived
             totals["served"] += served
             totals["shed"] += shed
@@ -396,9 +396,9 @@ class _Model:
             _record(latency, point, base - math.log(survival) / decay, served * waits * (high - low))
         return waits / decay
 
-    def _integrate(self, in_flight: float, completed: float, cpu: float) -> None:
+    def _integrate(self, in_flight: float, received: float, cpu: float) -> None:
         step = self.step
-        for key, value in (("concurrency", in_flight), ("rps", completed), ("cpu", cpu * 100)):
+        for key, value in (("concurrency", in_flight), ("rps", received), ("cpu", cpu * 100)):
             values = self.integral[key]
             values.append(values[-1] + value * step)
 
