@@ -237,3 +237,47 @@ def test_counters_never_go_back_with_more_pairs_than_the_retired_slot_holds_and_
         counts = {k: v for k, v in final.items() if k.startswith(COUNT)}
         assert counts.pop(COUNT + '{http_request_method="_OTHER",http_response_status_code="_OTHER"}') > 0
         assert RETIRED_SERIES - 1 <= len(counts) < len(pairs)
+
+
+def refused(url: str, request: bytes) -> bytes:
+    """What the server answers `request` on a raw connection, up to its close."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+GARBAGE = [
+    b"this is not http\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    b"GET / HTTP/1.1\r\n:\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_requests_the_http_parser_refuses_are_counted_and_kept_when_their_worker_dies(
+    probe_dir: Path, http: str
+) -> None:
+    with AsgiscaleProcess(["probe:app", "--http", http, "--no-access-log"], probe_dir) as server:
+        (worker,) = server.wait_workers(1)
+        admin = server.admin_url
+        assert server.get().status_code == 200
+        for request in GARBAGE:
+            assert refused(server.url, request).startswith(b"HTTP/1.1 400 "), request
+
+        def malformed() -> float:
+            return scrape(admin)["asgiscale_http_malformed_requests_total"][()]
+
+        # Never taken for requests the app answered, whose count the pure-Python meter publishes on its next tick.
+        wait_for(
+            lambda: malformed() == len(GARBAGE) and by_status(scrape(admin)) == {("GET", "200"): 1},
+            10,
+            f"{len(GARBAGE)} malformed requests and the answered one in /metrics",
+        )
+        assert get(admin + "/status").json()["totals"]["malformed"] == len(GARBAGE)
+        os.kill(worker, signal.SIGKILL)
+        server.wait_workers(1, excluding={worker})
+        assert malformed() == len(GARBAGE)

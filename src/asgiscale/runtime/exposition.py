@@ -87,6 +87,11 @@ def requests(reading: Reading) -> Iterator[Metric]:
         counters[Field.BUSY_NS] / 1e9,
     )
     yield _counter("asgiscale_requests_shed", "Requests refused by admission control.", counters[Field.SHED])
+    yield _counter(
+        "asgiscale_http_malformed_requests",
+        "Requests the HTTP parser refused with 400, without calling the app.",
+        counters[Field.MALFORMED],
+    )
     queue = SummaryMetricFamily(
         "asgiscale_queue_wait_seconds",
         "Time requests waited for admission.",

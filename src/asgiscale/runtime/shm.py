@@ -59,6 +59,7 @@ class Field(enum.IntEnum):
     QUEUE_WAIT_NS = 14  # their total wait
     SHED = 15  # requests refused by admission control
     NAMES = 16  # the worker's allowance of pairs the retired slot lacks (written by the supervisor, never lowered)
+    MALFORMED = 17  # requests uvicorn's HTTP parser refused with 400, without calling the app
 
 
 HEADER_WORDS = 24  # room for fields to come
@@ -72,6 +73,7 @@ COUNTERS = (
     Field.QUEUED,
     Field.QUEUE_WAIT_NS,
     Field.SHED,
+    Field.MALFORMED,
 )
 
 SERIES = 32  # distinct (method, status) pairs per worker slot; the rest share the last one

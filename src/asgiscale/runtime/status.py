@@ -215,6 +215,7 @@ def status(
             "request_bytes": totals.counters[Field.REQUEST_BYTES],
             "response_bytes": totals.counters[Field.RESPONSE_BYTES],
             "shed": totals.counters[Field.SHED],
+            "malformed": totals.counters[Field.MALFORMED],
             "restarts": {reason: block[Block.RESTARTS + i] for i, reason in enumerate(RESTART_REASONS)},
             "by_status": _by_status(totals),
         },
