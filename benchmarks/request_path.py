@@ -31,8 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from asgiscale.runtime.instrument import Instrumentation, compiled_meter
-from asgiscale.runtime.metrics import Recorder
-from asgiscale.runtime.shm import SlotTable
+from asgiscale.runtime.metrics import Recorder, share_pairs
+from asgiscale.runtime.shm import Slot, SlotTable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -89,13 +89,20 @@ async def serve(config: uvicorn.Config, requests: int) -> float:
     return elapsed
 
 
+def worker_slot() -> Slot:
+    """A slot as the supervisor hands it to a worker: with its allowance of (method, status) pairs."""
+    table = SlotTable(1)
+    share_pairs(table, [0])
+    return table.slot(0)
+
+
 async def measure(app: str, rounds: int, requests: int) -> dict[str, list[float]]:
     """µs per request of each variant (off, the pure-Python meter, the compiled one), one value per round."""
     config = uvicorn.Config(APPS[app], http="httptools", lifespan="off", access_log=False, log_level="warning")
     config.load()
-    meters = {"python": Instrumentation(Recorder(SlotTable(1).slot(0)), compiled=False)}
+    meters = {"python": Instrumentation(Recorder(worker_slot()), compiled=False)}
     if compiled_meter() is not None:
-        meters["compiled"] = Instrumentation(Recorder(SlotTable(1).slot(0)), compiled=True)
+        meters["compiled"] = Instrumentation(Recorder(worker_slot()), compiled=True)
     times: dict[str, list[float]] = {name: [] for name in ["off", *meters]}
 
     async def turn(name: str, count: int) -> float:

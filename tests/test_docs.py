@@ -3,7 +3,7 @@ from pathlib import Path
 
 from asgiscale.config import settings_markdown
 from asgiscale.runtime.exposition import TableCollector
-from asgiscale.runtime.metrics import Recorder, read
+from asgiscale.runtime.metrics import Recorder, read, share_pairs
 from asgiscale.runtime.shm import Field, SlotTable, WorkerState
 from asgiscale.runtime.status import Process
 
@@ -20,6 +20,7 @@ def test_every_exposed_metric_is_documented() -> None:
     slot.reset()
     slot.set(Field.PID, 123)
     slot.set(Field.STATE, WorkerState.READY)
+    share_pairs(table, [0])
     recorder = Recorder(slot)
     recorder.record("GET", 200, 1)
     recorder.flush()

@@ -14,7 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from asgiscale.runtime.shm import RETIRED_SERIES
 from tests.utils import TLS, AsgiscaleProcess, get, is_alive, wait_for
+
+COUNT = "http_server_request_duration_seconds_count"
 
 
 def scrape(admin: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -182,3 +185,99 @@ def test_no_admin_runs_without_an_admin_process(probe_dir: Path) -> None:
         server.wait_workers(1)
         assert "Admin server" not in server.log()
         assert server.stop() == 0
+
+
+def test_counters_never_go_back_with_more_pairs_than_the_retired_slot_holds_and_workers_recycling(
+    probe_dir: Path,
+) -> None:
+    # 5 methods x 120 statuses: more (method, status) pairs than the retired slot has series, answered by workers
+    # recycled every 40 requests; then the first 150 pairs again, which live and dead workers now share.
+    pairs = [(method, status) for status in range(400, 520) for method in ("GET", "PUT", "POST", "DELETE", "PATCH")]
+    args = ["probe:app", "--workers", "2", "--limit-max-requests", "40", "--no-access-log"]
+    with AsgiscaleProcess(args, probe_dir) as server, httpx.Client(timeout=10, verify=TLS) as client:
+        server.wait_workers(2)
+        admin = server.admin_url
+        seen: dict[str, float] = {}
+        backwards: list[str] = []
+        scrapes = 0
+
+        def scrape_all() -> dict[str, float]:
+            """Every request series of /metrics, and the request counts of /status; none may ever decrease."""
+            nonlocal scrapes
+            scrapes += 1
+            # `name{labels} value` lines split by hand: prometheus_client's parser takes 0.5 s for these 500 kB.
+            lines = get(admin + "/metrics", timeout=10).text.splitlines()
+            current = {
+                series: float(value)
+                for series, value in (line.rsplit(" ", 1) for line in lines if line.startswith("http_server_request"))
+            }
+            totals = get(admin + "/status", timeout=10).json()["totals"]
+            current["/status requests"] = totals["requests"]
+            current.update({f"/status by_status {k}": v for k, v in totals["by_status"].items()})
+            for key, before in seen.items():
+                after = current.get(key)
+                if after is None or after < before:
+                    backwards.append(f"{key}: {before} -> {after}")
+            seen.update(current)
+            return current
+
+        sent = 0
+        for index, (method, status) in enumerate(pairs + pairs[:150]):
+            # A new connection each time, so that both workers take a share.
+            response = client.request(method, f"{server.url}/?status={status}", headers={"connection": "close"})
+            assert response.status_code == status
+            sent += 1
+            if index % 20 == 0:
+                scrape_all()
+        # Every request is counted once the workers have published their last tick.
+        final = wait_for(lambda: (s := scrape_all())["/status requests"] == sent and s, 10, f"{sent} requests")
+        assert not backwards, f"{len(backwards)} decreases in {scrapes} scrapes, e.g. {backwards[:5]}"
+        assert server.log().count("max-requests") >= 10, server.log()
+        # The retired series all got a pair, and the pairs never seen before shared the overflow series.
+        counts = {k: v for k, v in final.items() if k.startswith(COUNT)}
+        assert counts.pop(COUNT + '{http_request_method="_OTHER",http_response_status_code="_OTHER"}') > 0
+        assert RETIRED_SERIES - 1 <= len(counts) < len(pairs)
+
+
+def refused(url: str, request: bytes) -> bytes:
+    """What the server answers `request` on a raw connection, up to its close."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+GARBAGE = [
+    b"this is not http\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    b"GET / HTTP/1.1\r\n:\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_requests_the_http_parser_refuses_are_counted_and_kept_when_their_worker_dies(
+    probe_dir: Path, http: str
+) -> None:
+    with AsgiscaleProcess(["probe:app", "--http", http, "--no-access-log"], probe_dir) as server:
+        (worker,) = server.wait_workers(1)
+        admin = server.admin_url
+        assert server.get().status_code == 200
+        for request in GARBAGE:
+            assert refused(server.url, request).startswith(b"HTTP/1.1 400 "), request
+
+        def malformed() -> float:
+            return scrape(admin)["asgiscale_http_malformed_requests_total"][()]
+
+        # Never taken for requests the app answered, whose count the pure-Python meter publishes on its next tick.
+        wait_for(
+            lambda: malformed() == len(GARBAGE) and by_status(scrape(admin)) == {("GET", "200"): 1},
+            10,
+            f"{len(GARBAGE)} malformed requests and the answered one in /metrics",
+        )
+        assert get(admin + "/status").json()["totals"]["malformed"] == len(GARBAGE)
+        os.kill(worker, signal.SIGKILL)
+        server.wait_workers(1, excluding={worker})
+        assert malformed() == len(GARBAGE)

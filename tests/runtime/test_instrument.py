@@ -21,7 +21,7 @@ from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from websockets.sync.client import connect
 
-from asgiscale.runtime.metrics import Totals, series_labels
+from asgiscale.runtime.metrics import Totals, series_labels, share_pairs
 from asgiscale.runtime.shm import Field, SlotTable, WorkerState
 from asgiscale.runtime.worker import WorkerServer, WorkerSettings
 from tests.utils import wait_for
@@ -97,8 +97,9 @@ async def ws(websocket: WebSocket) -> None:
 
 class Served:
     def __init__(self, metrics: bool, http: str) -> None:
-        self.slot = SlotTable(1).slot(0)
-        self.slot.reset()
+        table = SlotTable(1)
+        self.slot = table.slot(0)
+        share_pairs(table, [0])
         self.slot.set(Field.STATE, WorkerState.BOOTING)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))

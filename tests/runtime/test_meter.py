@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from asgiscale.runtime.instrument import Instrumentation
-from asgiscale.runtime.metrics import BOUNDS_NS, Recorder, Totals, series_labels
+from asgiscale.runtime.metrics import BOUNDS_NS, Recorder, Totals, series_labels, share_pairs
 from asgiscale.runtime.shm import Field, SlotTable
 from tests.conftest import require_compiled_meter
 
@@ -53,6 +53,7 @@ def answer(status: int, *chunks: bytes) -> App:
 
 def measured(compiled: bool) -> tuple[Instrumentation, type, SlotTable]:
     table = SlotTable(1)
+    share_pairs(table, [0])
     instrumentation = Instrumentation(Recorder(table.slot(0)), compiled=compiled)
     return instrumentation, instrumentation.cycle_class(Cycle), table
 

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 
 import pytest
 
 from asgiscale.runtime import metrics
-from asgiscale.runtime.metrics import Recorder, Totals, fold, quantile, read, series_labels
-from asgiscale.runtime.shm import BUCKETS, SERIES, Block, Field, SlotTable, WorkerState
+from asgiscale.runtime.metrics import (
+    OVERFLOW_KEY,
+    Recorder,
+    Totals,
+    fold,
+    label_values,
+    quantile,
+    read,
+    series_key,
+    series_labels,
+    share_pairs,
+)
+from asgiscale.runtime.shm import BUCKETS, RETIRED_SERIES, SERIES, Block, Field, SlotTable, WorkerState
 
 
-def live_slot(table: SlotTable, index: int, pid: int) -> Recorder:
+def live_slot(table: SlotTable, index: int, pid: int, live: tuple[int, ...] = ()) -> Recorder:
+    """A worker in slot `index`, forked as the supervisor does it: slot reset, then its allowance of pairs."""
     slot = table.slot(index)
     slot.reset()
+    share_pairs(table, [*live, index])
     slot.set(Field.PID, pid)
     slot.set(Field.STATE, WorkerState.READY)
     return Recorder(slot)
@@ -55,6 +69,73 @@ def test_pairs_beyond_the_slot_share_the_overflow_series() -> None:
     assert len(labels) == SERIES
     assert labels[("_OTHER", 0)] == 6  # the last own series is the overflow one
     assert sum(labels.values()) == SERIES + 5
+
+
+def test_the_overflow_series_is_labelled_other_twice_and_a_method_outside_the_standard_ones_once() -> None:
+    assert label_values(OVERFLOW_KEY) == ("_OTHER", "_OTHER")
+    assert label_values(series_key("BREW", 418)) == ("_OTHER", "418")
+    assert label_values(series_key("GET", 200)) == ("GET", "200")
+
+
+def test_a_worker_names_a_pair_the_retired_slot_lacks_only_within_its_allowance() -> None:
+    table = SlotTable(2)
+    recorder = live_slot(table, 0, 100)
+    table.slot(0).set(Field.NAMES, 2)  # as if the retired series were nearly all claimed
+    table.words[table.retired.base + metrics.HEADER_WORDS] = series_key("GET", 503)  # registered: always nameable
+    for status in (200, 201, 202, 503):
+        recorder.record("GET", status, 1)
+    recorder.flush()
+    assert by_label(Totals.sum([table.slot(0).read()])) == {
+        ("GET", 200): 1,
+        ("GET", 201): 1,
+        ("GET", 503): 1,
+        ("_OTHER", 0): 1,
+    }
+
+
+def test_a_dead_workers_overflow_goes_to_the_retired_overflow_series_and_claims_no_named_one() -> None:
+    table = SlotTable(1)
+    recorder = live_slot(table, 0, 100)
+    for status in range(200, 200 + SERIES + 1):
+        recorder.record("GET", status, 1)
+    recorder.flush()
+    fold(table, table.slot(0))
+    retired = table.retired.read()
+    keys = [retired[metrics.HEADER_WORDS + i * metrics.SERIES_WORDS] for i in range(RETIRED_SERIES)]
+    assert keys[SERIES - 1] == 0 and keys[-1] == OVERFLOW_KEY
+    assert by_label(Totals.of(read(table)))[("_OTHER", 0)] == 2
+
+
+def test_no_series_ever_goes_backwards_when_workers_name_more_pairs_than_the_retired_slot_holds() -> None:
+    # Three slots of workers living 40 requests each, answering 5 methods x 120 statuses at random: more pairs than
+    # the retired slot has series. The supervisor shares the pairs on each tick (every 10 requests here).
+    rng = random.Random(17)
+    pairs = [(method, status) for method in ("GET", "PUT", "POST", "DELETE", "PATCH") for status in range(400, 520)]
+    table = SlotTable(3)
+    live = {index: live_slot(table, index, 100 + index, tuple(range(index))) for index in range(3)}
+    served = dict.fromkeys(live, 0)
+    seen: dict[tuple[str, int], int] = {}
+    for request in range(3000):
+        index = rng.randrange(3)
+        recorder = live[index]
+        recorder.record(*rng.choice(pairs), 1_000)
+        recorder.flush()
+        served[index] += 1
+        died = served[index] == 40
+        if died:
+            fold(table, table.slot(index))
+            others = tuple(i for i in live if i != index)
+            live[index], served[index] = live_slot(table, index, 1000 + request, others), 0
+        if request % 10 == 0:
+            share_pairs(table, live)
+        if died or request % 10 == 0:
+            now = by_label(Totals.of(read(table)))
+            assert all(now.get(label, -1) >= count for label, count in seen.items()), "a series went backwards"
+            seen = now
+    totals = Totals.of(read(table))
+    assert totals.requests == 3000
+    retired = Totals.sum([table.retired.read()])
+    assert len(retired.series) == RETIRED_SERIES  # every retired series named, and the overflow one in use
 
 
 def test_a_dead_workers_counts_are_kept_and_its_slot_freed() -> None:

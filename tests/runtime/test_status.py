@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from asgiscale.runtime.metrics import Recorder, read
+from asgiscale.runtime.metrics import Recorder, read, share_pairs
 from asgiscale.runtime.shm import Block, Field, SlotTable, WorkerState
 from asgiscale.runtime.status import History, Process, probe_health, probe_readiness, sample_of, status
 
@@ -18,6 +18,7 @@ def table_with(*states: WorkerState) -> SlotTable:
         slot.reset()
         slot.set(Field.PID, 100 + index)
         slot.set(Field.STATE, state)
+    share_pairs(table, range(len(states)))
     return table
 
 

@@ -23,7 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from asgiscale import __version__
-from asgiscale.runtime.metrics import Reading, Totals, series_labels
+from asgiscale.runtime.metrics import Reading, Totals, label_values
 from asgiscale.runtime.shm import DURATION_BUCKETS, RESTART_REASONS, Block, Field, WorkerState
 from asgiscale.runtime.status import Process
 
@@ -55,12 +55,11 @@ def requests(reading: Reading) -> Iterator[Metric]:
         unit="seconds",
     )
     for key, (buckets, total_ns) in sorted(totals.series.items()):
-        method, status = series_labels(key)
         cumulative, running = [], 0
         for le, count in zip(_LE, buckets, strict=True):
             running += count
             cumulative.append((le, running))
-        duration.add_metric([method, str(status) if status else "_OTHER"], cumulative, total_ns / 1e9)
+        duration.add_metric(list(label_values(key)), cumulative, total_ns / 1e9)
     yield duration
     yield _gauge(
         "http_server_active_requests",
@@ -88,6 +87,11 @@ def requests(reading: Reading) -> Iterator[Metric]:
         counters[Field.BUSY_NS] / 1e9,
     )
     yield _counter("asgiscale_requests_shed", "Requests refused by admission control.", counters[Field.SHED])
+    yield _counter(
+        "asgiscale_http_malformed_requests",
+        "Requests the HTTP parser refused with 400, without calling the app.",
+        counters[Field.MALFORMED],
+    )
     queue = SummaryMetricFamily(
         "asgiscale_queue_wait_seconds",
         "Time requests waited for admission.",

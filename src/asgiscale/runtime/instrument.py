@@ -21,7 +21,9 @@ state, `root_path`, streaming and background tasks are untouched. A request whos
 response never completes is found on the worker's next tick (100 ms): if its connection is
 gone it is recorded as a 500 when the response had started (the app failed mid-way, or the
 response broke off), as a 499 when it had not (the client left first). WebSocket sessions
-are counted through a subclass of the WebSocket protocol, never as HTTP requests.
+are counted through a subclass of the WebSocket protocol, never as HTTP requests. A request
+uvicorn's HTTP parser refuses (malformed) never reaches a cycle: uvicorn answers it 400
+itself, and a subclass of the HTTP protocol counts it then, straight into the slot.
 
 With admission control (`Admission`), `run_asgi` also decides whether the request runs
 now, waits in a bounded FIFO queue for a free place, or is refused at once with `503` and
@@ -29,8 +31,8 @@ now, waits in a bounded FIFO queue for a free place, or is refused at once with 
 is set, so a worker without one pays nothing for it.
 
 This relies on uvicorn internals (the module-level `RequestResponseCycle` name of both HTTP
-implementations, and the `send`, `receive` and `run_asgi` methods of a cycle); `install`
-checks them and fails loudly if a uvicorn release changes them.
+implementations, the `send`, `receive` and `run_asgi` methods of a cycle, and the protocols'
+`send_400_response`); `install` checks them and fails loudly if a uvicorn release changes them.
 
     >>> instrumentation = Instrumentation(Recorder(slot))  # doctest: +SKIP
     >>> uninstall = instrumentation.install(config)  # a loaded uvicorn.Config  # doctest: +SKIP
@@ -52,7 +54,7 @@ import uvicorn
 
 from asgiscale.config import NO_EXTENSIONS
 from asgiscale.runtime.metrics import BOUNDS_NS, Recorder
-from asgiscale.runtime.shm import BUCKETS
+from asgiscale.runtime.shm import BUCKETS, Field
 
 if TYPE_CHECKING:
     from asgiscale.runtime._meter import Meter
@@ -204,18 +206,21 @@ class Instrumentation:
 
     def install(self, config: uvicorn.Config) -> Callable[[], None]:
         """Measure every request `config`'s server runs; returns the function that undoes it."""
-        module = sys.modules[config.http_protocol_class.__module__]
+        http_class = config.http_protocol_class
+        module = sys.modules[http_class.__module__]
         base = getattr(module, "RequestResponseCycle", None)
         missing = [name for name in ("run_asgi", "send", "receive") if not hasattr(base, name)]
-        if base is None or missing:
+        if base is None or missing or not hasattr(http_class, "send_400_response"):
             raise RuntimeError(f"this uvicorn ({uvicorn.__version__}) has no request cycle to instrument")
         module.RequestResponseCycle = self.cycle_class(base)  # type: ignore[attr-defined]
+        config.http_protocol_class = self._http_class(http_class)
         ws_class = config.ws_protocol_class
         if ws_class is not None:
             config.ws_protocol_class = self._websocket_class(ws_class)
 
         def uninstall() -> None:
             module.RequestResponseCycle = base  # type: ignore[attr-defined]
+            config.http_protocol_class = http_class
             config.ws_protocol_class = ws_class
 
         return uninstall
@@ -345,6 +350,17 @@ class Instrumentation:
             self._live_meter().count(cycle.scope["method"], STATUS_SHED, now() - arrived)
 
         return admit_next, run_asgi
+
+    def _http_class(self, base: type) -> type:
+        slot = self.recorder.slot
+
+        class MeasuredHTTP(base):  # type: ignore[misc]
+            def send_400_response(self, msg: str) -> None:
+                # Rare, so written at once: even a worker killed outright has counted it.
+                slot.set(Field.MALFORMED, slot.get(Field.MALFORMED) + 1)
+                super().send_400_response(msg)
+
+        return MeasuredHTTP
 
     def _websocket_class(self, base: type) -> type:
         instrumentation = self

@@ -3,9 +3,12 @@
 A worker records each finished request into its own slot (`Recorder`); when a worker
 dies the supervisor adds the slot's counts to the retired slot (`fold`); readers take a
 consistent `Reading` of the whole table (`read`) and sum it (`Totals`). Counts of the dead
-live on in the retired slot, so no total ever goes backwards.
+live on in the retired slot, under the same (method, status) pair: the supervisor makes
+sure every pair a worker names has a retired series waiting (`share_pairs`, decided by
+`asgiscale.runtime.pairs`), so no series ever goes backwards.
 
     >>> table = SlotTable(2)
+    >>> share_pairs(table, [0])  # as the supervisor does before it forks a worker into slot 0
     >>> recorder = Recorder(table.slot(0))
     >>> recorder.record("GET", 200, 3_000_000)
     >>> recorder.flush()
@@ -19,13 +22,16 @@ import array
 import bisect
 import dataclasses
 import time
+from collections.abc import Iterable
 
+from asgiscale.runtime import pairs
 from asgiscale.runtime.shm import (
     BLOCK_WORDS,
     BUCKETS,
     COUNTERS,
     DURATION_BUCKETS,
     HEADER_WORDS,
+    SERIES,
     SERIES_SUM,
     SERIES_WORDS,
     Block,
@@ -35,11 +41,13 @@ from asgiscale.runtime.shm import (
     WorkerState,
 )
 
-# The request methods OpenTelemetry names; any other is recorded as "_OTHER".
-METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE", "_OTHER")
+# OpenTelemetry's label value for a method outside the ones it names, and ours for both labels of the
+# overflow series.
+OTHER = "_OTHER"
+METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE", OTHER)
 _METHOD_CODE = {name: code for code, name in enumerate(METHODS, start=1)}
-_OTHER_METHOD = _METHOD_CODE["_OTHER"]
-# The series a slot's pairs share once its own series are all taken.
+_OTHER_METHOD = _METHOD_CODE[OTHER]
+# The series a slot's pairs share once they may not have one of their own.
 OVERFLOW_KEY = _OTHER_METHOD << 16
 BOUNDS_NS = [round(bound * 1e9) for bound in DURATION_BUCKETS]
 
@@ -53,16 +61,24 @@ def series_labels(key: int) -> tuple[str, int]:
     return METHODS[(key >> 16) - 1], key & 0xFFFF
 
 
+def label_values(key: int) -> tuple[str, str]:
+    """The `http_request_method` and `http_response_status_code` of a series key, as exposed."""
+    method, status = series_labels(key)
+    return method, str(status) if status else OTHER
+
+
 class Recorder:
     """The writing end of one worker's slot; only that worker may hold one.
 
     Each (method, status) pair the worker sees takes the next free series of the slot
-    (`place`); once they are all taken, further pairs share the last one (`_OTHER`). The
-    compiled meter (`asgiscale.runtime._meter`) adds to a series' words in place. The
-    pure-Python path gathers counts in plain lists instead (`counts`, a few list operations
-    per request) and `flush` copies them into the slot: the worker does so on every 100 ms
-    tick and when it stops, so only a worker killed outright (SIGKILL) loses its last
-    unflushed counts. A worker uses one path or the other, never both.
+    (`place`) if the retired slot has a series for it, or if the worker's allowance of pairs
+    the retired slot lacks is not used up (`asgiscale.runtime.pairs`); once the slot's own
+    series are all taken, or for a pair that may not have one, it shares the last one
+    (`_OTHER`), for the worker's life. The compiled meter (`asgiscale.runtime._meter`) adds
+    to a series' words in place. The pure-Python path gathers counts in plain lists instead
+    (`counts`, a few list operations per request) and `flush` copies them into the slot: the
+    worker does so on every 100 ms tick and when it stops, so only a worker killed outright
+    (SIGKILL) loses its last unflushed counts. A worker uses one path or the other, never both.
     """
 
     def __init__(self, slot: Slot) -> None:
@@ -87,15 +103,21 @@ class Recorder:
         pair = series_key(method, status)
         position = self._places.get(pair)
         if position is None:
-            if self._taken < self.slot.series - 1:
-                key, position = pair, _series_position(self.slot, self._taken)
+            slot = self.slot
+            if self._taken < slot.series - 1 and (self._taken < slot.get(Field.NAMES) or self._registered(pair)):
+                key, position = pair, _series_position(slot, self._taken)
                 self._taken += 1
             else:
-                key, position = OVERFLOW_KEY, _series_position(self.slot, self.slot.series - 1)
+                key, position = OVERFLOW_KEY, _series_position(slot, slot.series - 1)
             # The slot was reset at fork, so the counts are zero; the key makes the series visible.
             self.words[position] = key
             self._places[pair] = position
         return position
+
+    def _registered(self, key: int) -> bool:
+        """Whether the retired slot has a series for `key`: then it always will."""
+        retired = self.slot.retired
+        return retired is not None and key in _keys(self.words, retired)
 
     def counts(self, method: str, status: int) -> list[int]:
         """The counts of (method, status): one per duration bucket, then the sum of durations (ns)."""
@@ -133,22 +155,50 @@ def fold(table: SlotTable, slot: Slot) -> None:
         table.add(Block.SEQUENCE)
 
 
+def share_pairs(table: SlotTable, live: Iterable[int]) -> None:
+    """Give every pair the workers in the `live` slots named a retired series, and top up their
+    allowances of pairs the retired slot lacks (`asgiscale.runtime.pairs`).
+
+    The supervisor calls it on every tick, and for a slot it has just reset, before it forks a
+    worker into it. Readers need no sequence: a retired series without counts adds nothing.
+    """
+    retired = table.retired
+    slots = [table.slot(index) for index in live]
+    workers = [pairs.Worker(frozenset(_keys(table.words, slot)), slot.get(Field.NAMES)) for slot in slots]
+    registered = frozenset(_keys(table.words, retired))
+    decided = pairs.plan(registered, room=retired.series - 1, own=SERIES - 1, workers=workers)
+    for key in decided.register:
+        _find_series(table, retired, key)
+    for slot, allowed in zip(slots, decided.allowed, strict=True):
+        slot.set(Field.NAMES, allowed)
+
+
 def _find_series(table: SlotTable, slot: Slot, key: int) -> int:
+    """The position of `key`'s series in the retired `slot`, given one if it has none."""
     last = _series_position(slot, slot.series - 1)
-    for index in range(slot.series - 1):
-        position = _series_position(slot, index)
-        found = table.words[position]
-        if found == key:
-            return position
-        if found == 0:
-            table.words[position] = key
-            return position
+    if key != OVERFLOW_KEY:
+        for index in range(slot.series - 1):
+            position = _series_position(slot, index)
+            found = table.words[position]
+            if found == key:
+                return position
+            if found == 0:
+                table.words[position] = key
+                return position
+    # Only for a pair never named, since share_pairs keeps a series for every named one.
     table.words[last] = OVERFLOW_KEY
     return last
 
 
 def _series_position(slot: Slot, index: int) -> int:
     return slot.base + HEADER_WORDS + index * SERIES_WORDS
+
+
+def _keys(words: memoryview, slot: Slot) -> list[int]:
+    """The pairs `slot` gives a series of their own (not its overflow series), as keys."""
+    start = _series_position(slot, 0)
+    keys: list[int] = words[start : start + (slot.series - 1) * SERIES_WORDS : SERIES_WORDS].tolist()
+    return [key for key in keys if key]
 
 
 def _series(words: list[int], count: int) -> list[tuple[int, int]]:

@@ -2,14 +2,15 @@
 
 The supervisor maps the block before it forks anything, so the admin process, the
 pre-loaded processes and every worker inherit the same pages. Each slot has exactly one
-writer, the worker that owns it; the supervisor writes its own block and, when a worker
-has died, folds the slot's final counts into the retired slot. Readers take no locks:
+writer, the worker that owns it, but for its allowance of pairs (`Field.NAMES`); the
+supervisor writes its own block and the retired slot, and when a worker has died it folds
+the slot's final counts into the retired slot. Readers take no locks:
 aligned 8-byte words are written whole on every platform we run on, and the fold is
 published under a sequence counter (see `asgiscale.runtime.metrics.read`).
 
 A slot is a header of single words (`Field`) followed by `SERIES` request series, one
-per (method, status) pair the worker has seen: a key word, one count per duration
-bucket and the sum of durations in nanoseconds.
+per (method, status) pair the worker has named (`asgiscale.runtime.pairs`): a key word,
+one count per duration bucket and the sum of durations in nanoseconds.
 
     >>> table = SlotTable(4)
     >>> slot = table.slot(0)
@@ -57,9 +58,11 @@ class Field(enum.IntEnum):
     QUEUED = 13  # requests that waited for admission
     QUEUE_WAIT_NS = 14  # their total wait
     SHED = 15  # requests refused by admission control
+    NAMES = 16  # the worker's allowance of pairs the retired slot lacks (written by the supervisor, never lowered)
+    MALFORMED = 17  # requests uvicorn's HTTP parser refused with 400, without calling the app
 
 
-HEADER_WORDS = 16
+HEADER_WORDS = 24  # room for fields to come
 # Header fields that count up for the life of a worker and are kept when it dies. WS_TOTAL
 # and BUSY_NS are copied in on the worker's 100 ms tick: a SIGKILL loses at most that much.
 COUNTERS = (
@@ -70,10 +73,12 @@ COUNTERS = (
     Field.QUEUED,
     Field.QUEUE_WAIT_NS,
     Field.SHED,
+    Field.MALFORMED,
 )
 
 SERIES = 32  # distinct (method, status) pairs per worker slot; the rest share the last one
-# The retired slot gathers the pairs of every worker that ever ran, so it has room for more.
+# The retired slot gathers the pairs of every worker that ever ran, so it has room for more; once its
+# series are all claimed, pairs never seen before share its last one.
 RETIRED_SERIES = 256
 SERIES_WORDS = 1 + BUCKETS + 1  # key, bucket counts, sum of durations (ns)
 SERIES_SUM = 1 + BUCKETS  # offset of the sum inside a series
@@ -104,14 +109,15 @@ BLOCK_WORDS = 32
 class Slot:
     """One worker's view of its own words (and the supervisor's view of them)."""
 
-    __slots__ = ("_words", "base", "index", "series", "size")
+    __slots__ = ("_words", "base", "index", "retired", "series", "size")
 
-    def __init__(self, words: memoryview, index: int, series: int = SERIES) -> None:
+    def __init__(self, words: memoryview, index: int, series: int = SERIES, retired: Slot | None = None) -> None:
         self._words = words
         self.base = BLOCK_WORDS + index * SLOT_WORDS
         self.index = index
         self.series = series
         self.size = HEADER_WORDS + series * SERIES_WORDS
+        self.retired = retired  # the table's retired slot, for a worker slot
 
     @property
     def words(self) -> memoryview:
@@ -164,7 +170,7 @@ class SlotTable:
     def slot(self, index: int) -> Slot:
         if not 0 <= index < self.capacity:
             raise IndexError(f"slot {index} outside 0..{self.capacity - 1}")
-        return Slot(self.words, index)
+        return Slot(self.words, index, retired=self.retired)
 
     def get(self, field: Block) -> int:
         return int(self.words[field])

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from asgiscale.runtime.metrics import Reading, Totals, quantile, series_labels
+from asgiscale.runtime.metrics import Reading, Totals, label_values, quantile
 from asgiscale.runtime.shm import RESTART_REASONS, Block, Field, WorkerState
 
 # A supervisor loop that has not turned for this long is stuck (a spawn may block it for 10 s).
@@ -215,6 +215,7 @@ def status(
             "request_bytes": totals.counters[Field.REQUEST_BYTES],
             "response_bytes": totals.counters[Field.RESPONSE_BYTES],
             "shed": totals.counters[Field.SHED],
+            "malformed": totals.counters[Field.MALFORMED],
             "restarts": {reason: block[Block.RESTARTS + i] for i, reason in enumerate(RESTART_REASONS)},
             "by_status": _by_status(totals),
         },
@@ -236,6 +237,5 @@ def _round(value: float | None) -> float | None:
 def _by_status(totals: Totals) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for key, (buckets, _) in totals.series.items():
-        status = series_labels(key)[1]
-        counts[str(status) if status else "_OTHER"] += sum(buckets)
+        counts[label_values(key)[1]] += sum(buckets)
     return dict(sorted(counts.items()))

@@ -130,6 +130,7 @@ class Supervisor:
         now = time.monotonic()
         self._reap(now)
         self._observe(now)
+        metrics.share_pairs(self.table, [w.slot for w in self.fleet.workers.values()])
         self._autoscale(now)
         if self.stage is Stage.DELAYING and now >= self.close_at:
             self._close_listeners()
@@ -362,8 +363,8 @@ class Supervisor:
             logger.warning("No free worker slot (%d workers still draining); waiting.", len(used))
             self._spawn_retry_at = now + 1.0
             return
-        slot = self.table.slot(free)
-        slot.reset()
+        self.table.slot(free).reset()
+        metrics.share_pairs(self.table, [*used, free])  # its allowance, before it can answer a request
         try:
             pid = preloader.spawn(free)
         except (TimeoutError, ConnectionError):
