@@ -128,17 +128,19 @@ class Run:
         ]
 
     def no_ready(self) -> tuple[float, float]:
-        """(total, longest) seconds during which readings in a row showed no ready worker, from the first answer
-        that showed none to the next that showed one."""
+        """(total, longest) seconds during which readings in a row showed no ready worker, once one was ready: from
+        the first reading that showed none to the next that showed one (or the last reading)."""
         total = longest = 0.0
         empty_since: float | None = None
+        was_ready = False
         for reading in self.readings:
-            if reading.ready and empty_since is not None:
-                total, longest = total + reading.at - empty_since, max(longest, reading.at - empty_since)
-                empty_since = None
-            elif not reading.ready and empty_since is None:
+            if reading.ready:
+                if empty_since is not None:
+                    total, longest = total + reading.at - empty_since, max(longest, reading.at - empty_since)
+                empty_since, was_ready = None, True
+            elif was_ready and empty_since is None:
                 empty_since = reading.at
-        if empty_since is not None and self.readings:
+        if empty_since is not None:
             gap = self.readings[-1].at - empty_since
             total, longest = total + gap, max(longest, gap)
         return total, longest
