@@ -228,8 +228,10 @@ class RunningServer:
         exe = executable(self.server.command)
         assert exe is not None, f"{self.server.command} missing"
         argv = self.server.argv(exe, self.app, self.workers, self.port)
-        # No bytecode writes: every server reads the same caches and leaves nothing in the repo.
-        env = dict(os.environ, PYTHONPATH=str(self.app.directory), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        # No bytecode writes: every server reads the same caches and leaves nothing in the repo. The harness's own
+        # PYTHONPATH comes after the app's directory: a checkout's src/ given there is the asgiscale that runs.
+        path = os.pathsep.join(p for p in (str(self.app.directory), os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         env.update(self.extra_env)
         with self.log_path.open("wb") as log:
             log.write(("$ " + " ".join(argv) + "\n").encode())

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+import chaos
 import instrumentation
 import memory
 import overload
@@ -46,6 +47,7 @@ def targets(
     rl: reload.ReloadResult | None,
     ins: instrumentation.InstrumentationResult | None = None,
     ov: overload.OverloadResult | None = None,
+    ch: chaos.ChaosResult | None = None,
 ) -> str:
     """asgiscale's figures against the goals the project set for it."""
     rows = []
@@ -71,6 +73,14 @@ def targets(
         failed = rl.failed(SUBJECT)
         rows.append(["failed requests during SIGHUP reload", "0", fmt(failed, "d"),
                      _verdict(failed, lambda v: v == 0)])  # fmt: skip
+    if ch is not None:
+        no_ready, hung, recycled = ch.no_ready_seconds(SUBJECT), ch.timeouts(SUBJECT), ch.recycle_failed(SUBJECT)
+        rows.append(["s with no ready worker, SIGKILL every 2 s", "0", fmt(no_ready, ".1f"),
+                     _verdict(no_ready, lambda v: v == 0)])  # fmt: skip
+        rows.append(["requests hung to the timeout, SIGKILL every 2 s", "0", fmt(hung, "d"),
+                     _verdict(hung, lambda v: v == 0)])  # fmt: skip
+        rows.append([f"failed requests, recycling every {chaos.RECYCLE_LIMIT} requests", "0", fmt(recycled, "d"),
+                     _verdict(recycled, lambda v: v == 0)])  # fmt: skip
     if ov is not None:
         rows += ov.targets()
     note = (
@@ -121,6 +131,11 @@ def main() -> None:
         for app in ("fastapi", "raw")
     }
     rl = _timed("rolling reload under load", reload.run, servers, "fastapi", rounds=1 if quick else 2)
+    ch = None
+    if {SUBJECT, BASELINE} <= {s.name for s in servers}:
+        ch = _timed("chaos: SIGKILL every 2 s, recycling every 20 requests", chaos.run,
+                    [SERVERS[SUBJECT], SERVERS[BASELINE]], "fastapi", duration=10 if quick else 40,
+                    recycle_duration=6 if quick else 20)  # fmt: skip
     # asgiscale against itself: what its metrics cost and what a scrape costs.
     ins = sc = None
     if SUBJECT in {s.name for s in servers}:
@@ -143,11 +158,12 @@ def main() -> None:
     elapsed = time.perf_counter() - started
 
     tables = [
-        targets(tp, su, mem, rl, ins, ov),
+        targets(tp, su, mem, rl, ins, ov, ch),
         *(r.markdown() for r in tp.values()),
         *(r.markdown() for r in su.values()),
         *(r.markdown() for r in mem.values()),
         rl.markdown(),
+        *([ch.markdown()] if ch is not None else []),
         *(r.markdown() for r in (ins, sc, ov) if r is not None),
         *(r.markdown() for r in sg or ()),
         sl.markdown(),
@@ -160,6 +176,8 @@ def main() -> None:
         facts.append(scrape.reference_versions())
     if ov is not None:
         facts.append(overload.GENERATOR)
+    if ch is not None:
+        facts += chaos.FACTS
     text = section(time.strftime("Run of %Y-%m-%d %H:%M UTC", started_at), servers, tables, facts)
     publish(text, to_docs=not args.no_docs)
 

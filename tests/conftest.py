@@ -16,6 +16,11 @@ settings.register_profile("explore", derandomize=False, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Part of the normal run; `-m chaos` runs them alone, `-m "not chaos"` leaves them out.
+    config.addinivalue_line("markers", "chaos: breaks a live `asgiscale run` on purpose (tests/chaos), bounded in time")
+
+
 @pytest.fixture
 def probe_dir(tmp_path: Path) -> Path:
     """A temporary directory holding a fresh copy of the probe app (tests/apps/probe.py)."""
