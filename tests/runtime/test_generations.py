@@ -81,7 +81,7 @@ def test_a_reload_that_hangs_is_reported_then_killed_and_later_reloads_still_run
         Report("Still loading the code (generation 2) after 10s; it is stopped at 120s (--startup-timeout).")
     ]
     assert h.step(60) == []
-    assert h.step(50) == [KillLoad(2, 1002)]
+    assert h.step(50) == [KillLoad(2, 1002, 120)]
     assert h.step() == []  # killed once; its exit is the failure
     h.generations.exited(2, KILLED)
     assert h.step() == [
@@ -114,7 +114,7 @@ def test_a_first_load_that_fails_is_fatal_with_the_apps_own_exit_code(code: int 
 def test_a_first_load_that_hangs_is_fatal_at_the_deadline() -> None:
     h = Harness(deadline=5)
     h.step()
-    assert h.step(5) == [KillLoad(1, 1001)]
+    assert h.step(5) == [KillLoad(1, 1001, 5)]
     h.generations.exited(1, KILLED)
     (stop, fatal) = h.step()
     assert stop == StopLoad(1)

@@ -71,6 +71,20 @@ class AdminProcess:
         with contextlib.suppress(OSError):
             os.close(self.events_fd)
 
+    def stop(self, timeout: float) -> None:
+        """Ask it to stop and wait `timeout` seconds at most (then SIGKILL); reaps it."""
+        self.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while not os.waitpid(self.pid, os.WNOHANG)[0]:
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                return
+            time.sleep(0.01)
+
 
 class Observer:
     """The admin process's view of the service: fresh readings, history, events."""

@@ -54,16 +54,35 @@ class Spawn:
     reason: str
 
 
+# Why a worker was killed, as the log says it.
+KILL_REASONS = {
+    "timeout": "its event loop was blocked longer than --worker-timeout",
+    "startup-timeout": "it was not ready within --startup-timeout",
+    "graceful-timeout": "it did not finish within --graceful-timeout",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Drain:
     pid: int
     reason: str
+
+    def __str__(self) -> str:
+        return f"Draining worker [{self.pid}] ({self.reason})."
 
 
 @dataclasses.dataclass(frozen=True)
 class Kill:
     pid: int
     reason: str
+
+    @property
+    def dump(self) -> bool:
+        """A blocked event loop gets its stack dumped first (SIGUSR1), to show where it hangs."""
+        return self.reason == "timeout"
+
+    def __str__(self) -> str:
+        return f"Killing worker [{self.pid}] ({KILL_REASONS[self.reason]})."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +91,9 @@ class AbandonGeneration:
 
     generation: int
     message: str
+
+    def __str__(self) -> str:
+        return f"Reload abandoned: {self.message}."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,16 @@ class StartLoad:
     generation: int
     reason: str  # "start", "reload" or "lost" (the running code's process died)
 
+    def __str__(self) -> str:
+        return _LOAD_REASONS[self.reason]
+
+
+_LOAD_REASONS = {
+    "start": "",
+    "reload": "Reloading: loading the new code, then replacing the workers one at a time.",
+    "lost": "No pre-loaded process for the running code; loading the code again.",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class StopLoad:
@@ -57,6 +67,14 @@ class KillLoad:
 
     generation: int
     pid: int
+    deadline: float
+    dump = True
+
+    def __str__(self) -> str:
+        return (
+            f"Loading generation {self.generation} takes longer than --startup-timeout ({self.deadline:g}s); "
+            "its stack, then SIGKILL:"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +84,18 @@ class Roll:
     generation: int
     pid: int
 
+    def __str__(self) -> str:
+        return f"Code loaded (generation {self.generation}, pre-loaded process [{self.pid}])."
+
 
 @dataclasses.dataclass(frozen=True)
 class Report:
     """Something the operator must read (logged as an error)."""
 
     message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 Action = StartLoad | StopLoad | KillLoad | Roll | Report | Fatal
@@ -202,7 +226,7 @@ class Generations:
             took = now - load.started_at
             if 0 < self.deadline <= took:
                 load.killed = True
-                actions.append(KillLoad(load.generation, load.pid))
+                actions.append(KillLoad(load.generation, load.pid, self.deadline))
             elif took >= SLOW_LOAD and not load.reported_slow:
                 load.reported_slow = True
                 actions.append(

@@ -20,7 +20,7 @@ WATCHED_SUFFIXES = (".py", ".pyx", ".pyd", ".toml", ".env")
 
 
 def start(dirs: list[str], close_fds: list[int]) -> int:
-    """Fork the watcher; returns its pid."""
+    """Fork the watcher; returns its pid. `close_fds` are the supervisor's own descriptors."""
     supervisor = os.getpid()
     pid = os.fork()
     if pid:

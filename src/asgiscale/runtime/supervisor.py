@@ -13,6 +13,7 @@ exit statuses. The process stays single-threaded, so forking from it is safe.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 import select
@@ -28,7 +29,18 @@ from asgiscale.runtime import _process, _procfs, metrics, sockets
 from asgiscale.runtime.admin import AdminProcess
 from asgiscale.runtime.autoscale import Autoscaler, Reading
 from asgiscale.runtime.events import EventForwarder
-from asgiscale.runtime.fleet import AbandonGeneration, Drain, Exit, Fatal, Fleet, Kill, Phase, Spawn, Worker
+from asgiscale.runtime.fleet import (
+    KILL_REASONS,
+    AbandonGeneration,
+    Drain,
+    Exit,
+    Fatal,
+    Fleet,
+    Kill,
+    Phase,
+    Spawn,
+    Worker,
+)
 from asgiscale.runtime.generations import Generations, KillLoad, Report, Roll, StartLoad, StopLoad
 from asgiscale.runtime.preload import Preloader
 from asgiscale.runtime.shm import RESTART_REASONS, Block, SlotTable, WorkerState
@@ -253,12 +265,13 @@ class Supervisor:
         if worker.phase is Phase.DRAINING or self.stage is Stage.DRAINING:
             logger.info("Worker [%d] stopped (%s).", pid, exit_.describe(), extra={"event": "exit"})
         else:
+            after = f" after {KILL_REASONS[worker.killed]}" if worker.killed else ""
             logger.error(
                 "Worker [%d] died while %s (%s)%s.",
                 pid,
                 worker.phase.value,
                 exit_.describe(),
-                f" after {_KILL_REASONS.get(worker.killed, worker.killed)}" if worker.killed else "",
+                after,
                 extra={"event": "crash"},
             )
 
@@ -268,19 +281,14 @@ class Supervisor:
             preloader.reaped = True
             self.generations.exited(preloader.generation, exit_)
 
-    def _admin_exited(self, pid: int, exit_: Exit, now: float) -> None:
-        self.events.disconnect()
-        if self.admin is not None:
+    def _sidecar_exited(self, sidecar: Sidecar, pid: int, exit_: Exit, now: float) -> None:
+        if sidecar is self.admin_sidecar and self.admin is not None:
+            self.events.disconnect()
             self.admin.close()
             self.admin = None
         if self.stage is Stage.RUNNING:
-            delay = self.admin_sidecar.exited(now)
-            logger.error("The admin server stopped (%s); starting it again in %gs.", exit_.describe(), delay)
-
-    def _watcher_exited(self, pid: int, exit_: Exit, now: float) -> None:
-        if self.stage is Stage.RUNNING:
-            delay = self.watcher_sidecar.exited(now)
-            logger.error("The --reload watcher stopped (%s); starting it again in %gs.", exit_.describe(), delay)
+            delay = sidecar.exited(now)
+            logger.error("The %s stopped (%s); starting it again in %gs.", sidecar.name, exit_.describe(), delay)
 
     def _observe(self, now: float) -> None:
         for worker in self.fleet.workers.values():
@@ -298,50 +306,25 @@ class Supervisor:
     # --- actions ---------------------------------------------------------------------
 
     def _execute(self, action: object, now: float) -> None:
+        if type(action) in _LOGGED and (message := str(action)):
+            level, event = _LOGGED[type(action)]
+            logger.log(level, "%s", message, extra={"event": event} if event else None)
         if isinstance(action, Spawn):
             self._spawn(action, now)
         elif isinstance(action, Drain):
-            logger.info("Draining worker [%d] (%s).", action.pid, action.reason, extra={"event": "drain"})
             _process.send(action.pid, signal.SIGTERM)
-        elif isinstance(action, Kill):
-            logger.error("Killing worker [%d] (%s).", action.pid, _KILL_REASONS[action.reason], extra={"event": "kill"})
-            self._kill(action.pid, now, dump=action.reason == "timeout")
-        elif isinstance(action, AbandonGeneration):
-            logger.error("Reload abandoned: %s.", action.message)
+        elif isinstance(action, (Kill, KillLoad)):
+            self._kill(action.pid, now, dump=action.dump)
         elif isinstance(action, Fatal):
             self._fail(action.message, action.code)
         elif isinstance(action, StartLoad):
             self._load(action, now)
         elif isinstance(action, Roll):
-            logger.info(
-                "Code loaded (generation %d, pre-loaded process [%d]).",
-                action.generation,
-                action.pid,
-                extra={"event": "loaded"},
-            )
             self.fleet.start_generation(action.generation)
-        elif isinstance(action, StopLoad):
-            preloader = self.preloaders.pop(action.generation, None)
-            if preloader is not None:
-                preloader.stop()
-        elif isinstance(action, KillLoad):
-            logger.error(
-                "Loading generation %d takes longer than --startup-timeout (%gs); its stack, then SIGKILL:",
-                action.generation,
-                self.config.startup_timeout,
-            )
-            self._kill(action.pid, now, dump=True)
-        elif isinstance(action, Report):
-            logger.error("%s", action.message)
+        elif isinstance(action, StopLoad) and (preloader := self.preloaders.pop(action.generation, None)):
+            preloader.stop()
 
     def _load(self, action: StartLoad, now: float) -> None:
-        if action.reason == "reload":
-            logger.info(
-                "Reloading: loading the new code, then replacing the workers one at a time.",
-                extra={"event": "reload"},
-            )
-        elif action.reason == "lost":
-            logger.error("No pre-loaded process for the running code; loading the code again.")
         try:
             preloader = Preloader.start(
                 self.config, action.generation, self.listeners, self.table, self.log_config, self._own_fds()
@@ -396,9 +379,39 @@ class Supervisor:
         if self.stage is not Stage.RUNNING:
             return
         if self.admin_socket is not None and self.admin_sidecar.due(now):
-            self._start_admin(now)
+            self._start_sidecar(self.admin_sidecar, self._fork_admin, now)
         if self.config.reload and self.watcher_sidecar.due(now):
-            self._start_watcher(now)
+            self._start_sidecar(self.watcher_sidecar, self._fork_watcher, now)
+
+    def _start_sidecar(self, sidecar: Sidecar, fork: Callable[[], int], now: float) -> None:
+        try:
+            pid = fork()
+        except OSError as exc:
+            delay = sidecar.start_failed(now)
+            logger.error("Could not start the %s: %s; retrying in %gs.", sidecar.name, exc, delay)
+            return
+        sidecar.started(pid)
+        self.children[pid] = functools.partial(self._sidecar_exited, sidecar)
+
+    def _fork_admin(self) -> int:
+        assert self.admin_socket is not None
+        # It must not hold the app's listener open once the supervisor closes it.
+        close = self._own_fds(admin=False) + [sock.fileno() for sock in self.listeners]
+        self.admin = AdminProcess.start(self.config, self.table, self.admin_socket, self.log_config, close)
+        self.events.connect(self.admin.events_fd)
+        host, port = self.admin_socket.getsockname()[:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        logger.info("Admin server [%d] on %s (dashboard; /healthz /readyz /metrics /status)", self.admin.pid, url)
+        return self.admin.pid
+
+    def _fork_watcher(self) -> int:
+        from asgiscale.runtime import reloader
+
+        dirs = list(self.config.reload_dirs) or [os.getcwd()]
+        # The watcher must not hold the listener open once the supervisor closes it.
+        pid = reloader.start(dirs, close_fds=self._own_fds() + [sock.fileno() for sock in self.listeners])
+        logger.info("Watching %s for changes.", ", ".join(dirs))
+        return pid
 
     def _bind_admin(self) -> socket.socket | None:
         address = self.config.admin_address
@@ -411,60 +424,6 @@ class Supervisor:
                 raise
             logger.warning("No admin server: %s (or --no-admin).", exc)
             return None
-
-    def _start_admin(self, now: float) -> None:
-        assert self.admin_socket is not None
-        try:
-            # It must not hold the app's listener open once the supervisor closes it.
-            close = self._own_fds(admin=False) + [sock.fileno() for sock in self.listeners]
-            self.admin = AdminProcess.start(self.config, self.table, self.admin_socket, self.log_config, close)
-        except OSError as exc:
-            delay = self.admin_sidecar.start_failed(now)
-            logger.error("Could not start the admin server: %s; retrying in %gs.", exc, delay)
-            return
-        self.admin_sidecar.started(self.admin.pid)
-        self.children[self.admin.pid] = self._admin_exited
-        self.events.connect(self.admin.events_fd)
-        host, port = self.admin_socket.getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host
-        logger.info(
-            "Admin server [%d] on http://%s:%d (dashboard; /healthz /readyz /metrics /status)",
-            self.admin.pid,
-            host,
-            port,
-        )
-
-    def _stop_admin(self) -> None:
-        if self.admin is None:
-            return
-        self.events.disconnect()
-        self.admin.close()
-        _process.send(self.admin.pid, signal.SIGTERM)
-        deadline = time.monotonic() + ADMIN_STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if os.waitpid(self.admin.pid, os.WNOHANG)[0]:
-                break
-            time.sleep(0.01)
-        else:
-            _process.send(self.admin.pid, signal.SIGKILL)
-            os.waitpid(self.admin.pid, 0)
-        self.admin = None
-
-    def _start_watcher(self, now: float) -> None:
-        from asgiscale.runtime import reloader
-
-        dirs = list(self.config.reload_dirs) or [os.getcwd()]
-        # The watcher must not hold the listener open once the supervisor closes it.
-        close = self._own_fds() + [sock.fileno() for sock in self.listeners]
-        try:
-            pid = reloader.start(dirs, close_fds=close)
-        except OSError as exc:
-            delay = self.watcher_sidecar.start_failed(now)
-            logger.error("Could not start the --reload watcher: %s; retrying in %gs.", exc, delay)
-            return
-        self.watcher_sidecar.started(pid)
-        self.children[pid] = self._watcher_exited
-        logger.info("Watching %s for changes.", ", ".join(dirs))
 
     def _own_fds(self, admin: bool = True) -> list[int]:
         """Descriptors a forked helper must not keep: our wakeup pipe, control sockets and the admin's."""
@@ -499,7 +458,9 @@ class Supervisor:
             _process.send(self.watcher_sidecar.pid, signal.SIGTERM)
         for preloader in self.preloaders.values():
             preloader.stop()
-        self._stop_admin()
+        if self.admin is not None:
+            self.events.disconnect()
+            self.admin.stop(ADMIN_STOP_TIMEOUT)
         logging.getLogger("asgiscale").removeHandler(self.events)
         if self.admin_socket is not None:
             self.admin_socket.close()
@@ -509,10 +470,15 @@ class Supervisor:
         logger.info("asgiscale stopped.")
 
 
-_KILL_REASONS = {
-    "timeout": "its event loop was blocked longer than --worker-timeout",
-    "startup-timeout": "it was not ready within --startup-timeout",
-    "graceful-timeout": "it did not finish within --graceful-timeout",
+# How each action is logged, if it is: (level, the event kind the dashboard shows).
+_LOGGED: dict[type, tuple[int, str | None]] = {
+    Drain: (logging.INFO, "drain"),
+    Kill: (logging.ERROR, "kill"),
+    AbandonGeneration: (logging.ERROR, None),
+    StartLoad: (logging.INFO, "reload"),
+    Roll: (logging.INFO, "loaded"),
+    KillLoad: (logging.ERROR, None),
+    Report: (logging.ERROR, None),
 }
 
 
